@@ -155,8 +155,8 @@ func (c tokenClaims) GetNotBefore() (*jwt.NumericDate, error) {
 	}
 	return jwt.NewNumericDate(time.Unix(c.NotBefore, 0)), nil
 }
-func (c tokenClaims) GetIssuer() (string, error)            { return "", nil }
-func (c tokenClaims) GetSubject() (string, error)           { return c.Subject, nil }
+func (c tokenClaims) GetIssuer() (string, error)             { return "", nil }
+func (c tokenClaims) GetSubject() (string, error)            { return c.Subject, nil }
 func (c tokenClaims) GetAudience() (jwt.ClaimStrings, error) { return nil, nil }
 
 // Signer mints Stream tokens with one signing key. It is safe for concurrent use.
