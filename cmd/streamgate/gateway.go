@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
+
+	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/config"
+	"github.com/streamgate/streamgate/policy"
+	"github.com/streamgate/streamgate/proxy"
+	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/usage"
+)
+
+// gateway is a wired streamgate: every component built from one Config.
+type gateway struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	handler http.Handler
+	ledger  *usage.SQLite
+	geoip   *policy.GeoIP
+	cancel  context.CancelFunc
+}
+
+type gatewayOptions struct {
+	// Now replaces the clock (tests).
+	Now func() time.Time
+}
+
+func loadConfig(path string, getenv func(string) string) (*config.Config, error) {
+	if path == "" {
+		return nil, errors.New("no configuration file given (--config)")
+	}
+	return config.Load(path, getenv)
+}
+
+func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(ec)
+	if format == "console" {
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts gatewayOptions) (g *gateway, err error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g = &gateway{cfg: cfg, log: log, cancel: cancel}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+
+	signer, err := stream.NewSigner(cfg.Stream.SigningKeyID, cfg.Stream.SigningKey.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	api, err := stream.NewClient(stream.ClientConfig{
+		AccountID: cfg.Stream.AccountID,
+		APIToken:  string(cfg.Stream.APIToken.Bytes()),
+		BaseURL:   cfg.Stream.APIURL,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	vc := auth.VerifierConfig{
+		Algorithms: cfg.Auth.Algorithms,
+		JWKSURL:    cfg.Auth.JWKSURL,
+		Issuer:     cfg.Auth.Issuer,
+		Audience:   cfg.Auth.Audience,
+		Leeway:     cfg.Auth.Leeway,
+		UserClaim:  cfg.Auth.UserClaim,
+		PlanClaim:  cfg.Auth.PlanClaim,
+		Cookie:     cfg.Auth.Cookie,
+		Now:        now,
+		OnJWKSError: func(err error) {
+			log.Warn("jwks refresh failed", zap.Error(err))
+		},
+	}
+	if len(cfg.Auth.HMACSecrets) > 0 {
+		vc.HMACSecrets = map[string][]byte{}
+		for _, s := range cfg.Auth.HMACSecrets {
+			vc.HMACSecrets[s.KID] = s.Secret.Bytes()
+		}
+	}
+	if cfg.Auth.PublicKeysFile != "" {
+		b, err := os.ReadFile(cfg.Auth.PublicKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.public_keys_file: %w", err)
+		}
+		keys, err := auth.LoadPublicKeys(b)
+		if err != nil {
+			return nil, fmt.Errorf("auth.public_keys_file: %w", err)
+		}
+		// PEM carries no key IDs: the first key serves tokens without a kid, and
+		// every key answers to its position in the file ("0", "1", ...).
+		vc.PublicKeys = map[string]crypto.PublicKey{}
+		for i, k := range keys {
+			vc.PublicKeys[strconv.Itoa(i)] = k
+		}
+		if len(keys) > 0 {
+			vc.PublicKeys[""] = keys[0]
+		}
+	}
+	verifier, err := auth.NewVerifier(bg, vc)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+
+	var gks []auth.GrantKey
+	for _, k := range cfg.Links.GrantKeys {
+		gks = append(gks, auth.GrantKey{ID: k.ID, Secret: k.Secret.Bytes()})
+	}
+	var grants *auth.Grants
+	if len(gks) > 0 {
+		if grants, err = auth.NewGrants(gks, now); err != nil {
+			return nil, fmt.Errorf("links.grant_keys: %w", err)
+		}
+	}
+
+	clientIP, err := policy.NewClientIP(cfg.Policy.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("policy.trusted_proxies: %w", err)
+	}
+	if cfg.Policy.GeoIPDB != "" {
+		if g.geoip, err = policy.OpenGeoIP(cfg.Policy.GeoIPDB); err != nil {
+			return nil, fmt.Errorf("policy.geoip_db: %w", err)
+		}
+	}
+	perPlan := map[string]policy.CountryRules{}
+	for name := range cfg.Plans {
+		r := cfg.CountryRules(name)
+		perPlan[name] = policy.CountryRules{Allow: r.Allow, Block: r.Block, UnknownCountry: r.UnknownCountry}
+	}
+	countries, err := policy.NewCountryPolicy(policy.CountryRules{
+		Allow: cfg.Policy.Countries.Allow, Block: cfg.Policy.Countries.Block, UnknownCountry: cfg.Policy.UnknownCountry,
+	}, perPlan)
+	if err != nil {
+		return nil, fmt.Errorf("country rules: %w", err)
+	}
+	maxKeys := cfg.Policy.MaxLimiterKeys
+	plans := map[string]proxy.Plan{}
+	for name, p := range cfg.Plans {
+		plans[name] = proxy.Plan{
+			MinutesPerMonth: p.MinutesPerMonth,
+			Links:           policy.NewLimiter(limit(p.Links, "links"), maxKeys),
+			Downloads:       policy.NewLimiter(limit(p.Downloads, "downloads"), maxKeys),
+			MaxConcurrent:   p.MaxConcurrent,
+		}
+	}
+
+	if cfg.Ledger.Driver != "sqlite" {
+		return nil, fmt.Errorf("ledger.driver %q is not supported", cfg.Ledger.Driver)
+	}
+	if g.ledger, err = usage.OpenSQLite(ctx, cfg.Ledger.Path); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	mode, err := usage.ParseMode(cfg.Metering.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("metering.mode: %w", err)
+	}
+	meter := usage.NewMeter(g.ledger, usage.MeterConfig{
+		Mode:            mode,
+		ResumeWindow:    cfg.Metering.ResumeWindow,
+		CheckpointEvery: cfg.Metering.CheckpointEvery,
+		Now:             now,
+		Logger:          log,
+	})
+	// Whatever was open when the last process stopped is settled from its last
+	// checkpoint before anything new is reserved.
+	recovered, err := meter.Recover(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger recovery: %w", err)
+	}
+	if len(recovered) > 0 {
+		log.Info("settled deliveries left open by the previous run", zap.Int("deliveries", len(recovered)))
+	}
+
+	srv, err := proxy.New(proxy.Config{
+		PublicURL:     cfg.PublicURL,
+		DeliveryURL:   cfg.Stream.DeliveryURL,
+		TokenTTL:      cfg.Stream.TokenTTL,
+		EgressRules:   cfg.Stream.EgressRules,
+		LinkMode:      cfg.Links.Mode,
+		LinkTTL:       cfg.Links.TTL,
+		BindIP:        cfg.Links.BindIP,
+		VideoCacheTTL: cfg.Stream.VideoCacheTTL,
+		DefaultPlan:   cfg.DefaultPlan,
+		Plans:         plans,
+	}, proxy.Deps{
+		Auth:        verifier,
+		Grants:      grantIssuer(grants),
+		Signer:      signer,
+		API:         api,
+		Meter:       meter,
+		ClientIP:    clientIP,
+		GeoIP:       g.geoip,
+		Country:     countries,
+		IPLimit:     policy.NewLimiter(limit(cfg.Policy.IPLimit, "ip"), maxKeys),
+		Concurrency: policy.NewConcurrency(),
+		Checks: map[string]proxy.Check{
+			"stream_api": api.Ping,
+			"ledger":     g.ledger.Ping,
+		},
+		Log: log,
+		Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.handler = srv
+	return g, nil
+}
+
+func limit(r config.Rate, name string) policy.Limit {
+	return policy.Limit{Rate: rate.Limit(r.PerSecond()), Burst: r.Burst, Name: name}
+}
+
+// Serve listens on cfg.Listen (or ln) until ctx ends, then shuts down within the
+// grace period; downloads still running after it are cut off and settled.
+func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", g.cfg.Listen); err != nil {
+			return err
+		}
+	}
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
+	hs := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		// No WriteTimeout: download routes roll a write deadline forward instead.
+		BaseContext: func(net.Listener) context.Context { return reqCtx },
+		ErrorLog:    zap.NewStdLog(g.log.Named("http")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	g.log.Info("streamgate listening", zap.String("addr", ln.Addr().String()), zap.String("version", version))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	g.log.Info("shutting down", zap.Duration("grace", g.cfg.ShutdownGrace))
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		// Cut what is left: cancelling the requests' context ends their upstream
+		// bodies, and each download settles what it delivered.
+		cancelRequests()
+		_ = hs.Close()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil
+	}
+	return err
+}
+
+func (g *gateway) Close() {
+	g.cancel()
+	if g.ledger != nil {
+		_ = g.ledger.Close()
+	}
+	if g.geoip != nil {
+		_ = g.geoip.Close()
+	}
+}
+
+// grantIssuer keeps a typed nil out of the interface: without grant keys (direct
+// link mode) link downloads answer 401.
+func grantIssuer(g *auth.Grants) proxy.GrantIssuer {
+	if g == nil {
+		return noGrants{}
+	}
+	return g
+}
+
+type noGrants struct{}
+
+func (noGrants) Sign(auth.Grant) (string, error) { return "", errors.New("no grant keys configured") }
+func (noGrants) Verify(string) (auth.Grant, error) {
+	return auth.Grant{}, fmt.Errorf("%w: no grant keys configured", auth.ErrInvalidToken)
+}

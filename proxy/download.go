@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/usage"
+)
+
+// download is one request to fetch a video's file, after the route has worked out
+// who is asking and what for.
+type download struct {
+	id       auth.Identity
+	video    string
+	typ      stream.DownloadType
+	filename string
+	session  string // the grant's session, "" on the authenticated route
+}
+
+// handleAuthDownload serves GET|HEAD /v1/videos/{uid}/downloads/{file}.
+func (s *Server) handleAuthDownload(w http.ResponseWriter, r *http.Request) {
+	dl, err := parseDownload(r.PathValue("uid"), r.PathValue("file"), r.URL.Query())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	id, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	dl.id = id
+	s.serveDownload(w, r, dl)
+}
+
+// handleLinkDownload serves GET|HEAD /dl/{grant}/{file}: the grant is the only
+// credential.
+func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) {
+	typ, ok := stream.TypeFromFile(r.PathValue("file"))
+	if !ok {
+		writeError(w, r, errorf(http.StatusBadRequest, "bad_type", "the file must be default.mp4 or audio.m4a"))
+		return
+	}
+	g, err := s.Grants.Verify(r.PathValue("grant"))
+	if err != nil {
+		writeError(w, r, s.authFailed(r, err))
+		return
+	}
+	if !g.Allows(g.Video, typ) {
+		writeError(w, r, s.authFailed(r, errors.New("grant is for another download type")))
+		return
+	}
+	// The grant fixed the filename; the query may repeat it but not change it.
+	if q := r.URL.Query(); q.Has("filename") && q.Get("filename") != g.Filename {
+		writeError(w, r, errorf(http.StatusBadRequest, "bad_filename", "the filename does not match the link"))
+		return
+	}
+	if g.IP.IsValid() && g.IP != infoFrom(r.Context()).clientIP {
+		writeError(w, r, errorf(http.StatusForbidden, "link_address", "this link is bound to another client address"))
+		return
+	}
+	gr := g
+	s.serveDownload(w, r, download{
+		id:       auth.Identity{UserID: g.User, Plan: g.Plan, Source: "grant", Grant: &gr},
+		video:    g.Video,
+		typ:      typ,
+		filename: g.Filename,
+		session:  g.Session,
+	})
+}
+
+func parseDownload(uid, file string, q map[string][]string) (download, error) {
+	if !stream.ValidUID(uid) {
+		return download{}, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters")
+	}
+	typ, ok := stream.TypeFromFile(file)
+	if !ok {
+		return download{}, errorf(http.StatusBadRequest, "bad_type", "the file must be default.mp4 or audio.m4a")
+	}
+	var name string
+	if v, ok := q["filename"]; ok {
+		if len(v) != 1 || !stream.ValidFilename(v[0]) {
+			return download{}, errorf(http.StatusBadRequest, "bad_filename",
+				"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen)
+		}
+		name = v[0]
+	}
+	return download{video: uid, typ: typ, filename: name}, nil
+}
+
+// serveDownload applies policy, reserves quota, mints the Stream token and proxies.
+func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl download) {
+	ctx := r.Context()
+	ri := infoFrom(ctx)
+	ri.user, ri.video = dl.id.UserID, dl.video
+	planName, plan := s.plan(dl.id.Plan)
+
+	if err := s.checkCountry(r, planName); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if plan.Downloads != nil {
+		if res := plan.Downloads.Allow(dl.id.UserID); !res.Allowed {
+			res.SetHeaders(w.Header())
+			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many downloads started; retry later"))
+			return
+		}
+	}
+	release, ok := s.Concurrency.Acquire(dl.id.UserID, plan.MaxConcurrent)
+	if !ok {
+		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Type: "too_many_downloads",
+			Detail: "too many downloads in progress; retry when one ends", Header: retryAfter(0)})
+		return
+	}
+	defer release()
+
+	info, err := s.videoReady(ctx, dl.video, dl.typ)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+
+	var delivery *usage.Delivery
+	if r.Method != http.MethodHead {
+		start, end := billingRange(r)
+		delivery, err = s.Meter.Start(ctx, usage.StartRequest{
+			User:         dl.id.UserID,
+			Plan:         planName,
+			LimitMinutes: plan.MinutesPerMonth,
+			Video:        dl.video,
+			Type:         dl.typ,
+			Duration:     info.Video.Duration,
+			RangeStart:   start,
+			RangeEnd:     end,
+			Session:      dl.session,
+			Country:      ri.country,
+			ClientIP:     addrString(ri.clientIP),
+			RequestID:    ri.id,
+		})
+		if err != nil {
+			writeError(w, r, s.quotaError(err))
+			return
+		}
+	}
+
+	tok, err := s.tokens.token(dl.video, s.cfg.EgressRules)
+	if err != nil {
+		if delivery != nil {
+			delivery.Abort("mint_failed")
+		}
+		writeError(w, r, &Error{Status: http.StatusInternalServerError, Type: "internal", Detail: "internal error", Cause: err})
+		return
+	}
+
+	up := &upstream{path: stream.DeliveryPath(tok, dl.typ), filename: dl.filename, delivery: delivery}
+	rw := http.ResponseWriter(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout})
+	if delivery != nil {
+		rw = &meteredWriter{ResponseWriter: rw, d: delivery}
+	}
+	finished := false
+	defer func() {
+		if delivery == nil {
+			return
+		}
+		switch {
+		case !up.headersOK:
+			delivery.Abort(up.failure())
+		case finished:
+			_, _ = delivery.Finish("complete")
+		case ctx.Err() != nil:
+			_, _ = delivery.Finish("client_gone")
+		default:
+			_, _ = delivery.Finish("upstream_failed")
+		}
+	}()
+	s.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, upstreamKey, up)))
+	finished = true
+}
+
+// billingRange reads the request's single byte range for the meter: -1, -1 when
+// there is none. An unusable Range header is removed so Stream serves, and the meter
+// bills, the whole file. A suffix range (bytes=-N) is a range that does not start at
+// byte 0, so it is reported as starting at 1 with an open end.
+func billingRange(r *http.Request) (start, end int64) {
+	h := r.Header.Get("Range")
+	if h == "" {
+		return -1, -1
+	}
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
+		return -1, -1
+	}
+	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		r.Header.Del("Range")
+		return -1, -1
+	}
+	if first == "" {
+		if n, err := strconv.ParseInt(last, 10, 64); err != nil || n <= 0 {
+			r.Header.Del("Range")
+			return -1, -1
+		}
+		return 1, -1
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 {
+		r.Header.Del("Range")
+		return -1, -1
+	}
+	if last == "" {
+		return a, -1
+	}
+	b, err := strconv.ParseInt(last, 10, 64)
+	if err != nil || b < a {
+		r.Header.Del("Range")
+		return -1, -1
+	}
+	return a, b
+}
+
+// videoReady returns the video's details when the requested download can be
+// served: 404 for a video Stream does not know, 409 while it or the download is
+// not ready, or its duration is unknown.
+func (s *Server) videoReady(ctx context.Context, uid string, typ stream.DownloadType) (videoInfo, error) {
+	info, err := s.videos.get(ctx, uid)
+	if err != nil {
+		return info, s.apiError(err)
+	}
+	if !info.Video.ReadyToStream || info.Video.Duration < 0 {
+		return info, &Error{Status: http.StatusConflict, Type: "video_not_ready",
+			Detail: "the video is still processing; its duration is not known yet"}
+	}
+	d, ok := info.Downloads[typ]
+	if !ok {
+		return info, &Error{Status: http.StatusConflict, Type: "download_not_enabled",
+			Detail: "this download type is not enabled for the video", Extra: map[string]any{"download_status": "none"}}
+	}
+	if d.Status != "ready" {
+		return info, &Error{Status: http.StatusConflict, Type: "download_not_ready",
+			Detail: "the download is being generated", Extra: map[string]any{"download_status": d.Status, "percentComplete": d.PercentComplete}}
+	}
+	return info, nil
+}
+
+func (s *Server) apiError(err error) error {
+	switch {
+	case errors.Is(err, stream.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Type: "video_not_found", Detail: "no such video", Cause: err}
+	case errors.Is(err, stream.ErrNotReady):
+		return &Error{Status: http.StatusConflict, Type: "video_not_ready", Detail: "the video is still processing", Cause: err}
+	case errors.Is(err, context.Canceled):
+		return &Error{Status: 499, Type: "client_gone", Detail: "client closed the request", Cause: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: http.StatusGatewayTimeout, Type: "upstream_timeout", Detail: "the Stream API did not answer in time", Cause: err}
+	}
+	return &Error{Status: http.StatusBadGateway, Type: "upstream_error", Detail: "the Stream API failed", Cause: err}
+}
+
+func (s *Server) quotaError(err error) error {
+	var qe *usage.QuotaError
+	if errors.As(err, &qe) {
+		u := qe.Usage
+		return &Error{Status: http.StatusForbidden, Type: "quota_exceeded",
+			Detail: "the monthly download quota is used up",
+			Extra:  usageBody(u)}
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be recorded; retry later", Cause: err}
+}
+
+func usageBody(u usage.Usage) map[string]any {
+	return map[string]any{
+		"period":            u.Period,
+		"plan":              u.Plan,
+		"minutes_limit":     u.MinutesLimit,
+		"minutes_used":      u.MinutesUsed,
+		"minutes_reserved":  u.MinutesReserved,
+		"minutes_remaining": u.MinutesRemaining,
+	}
+}
+
+// checkCountry looks the client's country up and applies the plan's rules.
+func (s *Server) checkCountry(r *http.Request, plan string) error {
+	ri := infoFrom(r.Context())
+	ri.country = s.GeoIP.Country(ri.clientIP)
+	if s.Country == nil {
+		return nil
+	}
+	if d := s.Country.Check(plan, ri.country); !d.Allowed {
+		return &Error{Status: http.StatusForbidden, Type: "country_denied",
+			Detail: "downloads are not available from your location", Extra: map[string]any{"reason": d.Reason}}
+	}
+	return nil
+}
+
+// authenticate verifies the portal credential; a failure spends a token of the
+// client address's bucket, and an address out of tokens gets 429 instead of 401.
+func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
+	id, err := s.Auth.Authenticate(r)
+	if err != nil {
+		return auth.Identity{}, s.authFailed(r, err)
+	}
+	infoFrom(r.Context()).user = id.UserID
+	return id, nil
+}
+
+func (s *Server) authFailed(r *http.Request, cause error) error {
+	if s.IPLimit != nil {
+		ip := addrString(infoFrom(r.Context()).clientIP)
+		if res := s.IPLimit.Allow(ip); !res.Allowed {
+			h := http.Header{}
+			res.SetHeaders(h)
+			return &Error{Status: http.StatusTooManyRequests, Type: "rate_limited",
+				Detail: "too many failed or unauthenticated requests", Header: h, Cause: cause}
+		}
+	}
+	detail := "the credential is missing, invalid or expired"
+	h := http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}
+	if errors.Is(cause, auth.ErrNoCredentials) {
+		h = http.Header{"Www-Authenticate": {`Bearer`}}
+		detail = "a credential is required"
+	}
+	return &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Detail: detail, Header: h, Cause: cause}
+}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/stream"
+)
+
+type linkRequest struct {
+	Type     string `json:"type"`
+	Filename string `json:"filename"`
+}
+
+type linkResponse struct {
+	URL       string `json:"url"`
+	ExpiresAt string `json:"expires_at"`
+	Type      string `json:"type"`
+	Filename  string `json:"filename,omitempty"`
+	Mode      string `json:"mode"`
+}
+
+// maxLinkBody bounds the JSON body of a link request.
+const maxLinkBody = 4 << 10
+
+// handleCreateLink serves POST /v1/videos/{uid}/links.
+func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	if !stream.ValidUID(uid) {
+		writeError(w, r, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters"))
+		return
+	}
+	id, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ri := infoFrom(r.Context())
+	ri.video = uid
+	var req linkRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	typ := stream.Default
+	if req.Type != "" {
+		if typ, err = stream.ParseDownloadType(req.Type); err != nil {
+			writeError(w, r, errorf(http.StatusBadRequest, "bad_type", "type must be default or audio"))
+			return
+		}
+	}
+	if req.Filename != "" && !stream.ValidFilename(req.Filename) {
+		writeError(w, r, errorf(http.StatusBadRequest, "bad_filename",
+			"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen))
+		return
+	}
+	planName, plan := s.plan(id.Plan)
+	if err := s.checkCountry(r, planName); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if plan.Links != nil {
+		if res := plan.Links.Allow(id.UserID); !res.Allowed {
+			res.SetHeaders(w.Header())
+			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many links created; retry later"))
+			return
+		}
+	}
+	if _, err := s.videoReady(r.Context(), uid, typ); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	now := s.now()
+	exp := now.Add(s.cfg.LinkTTL)
+	var link string
+	if s.cfg.LinkMode == "direct" {
+		link, err = s.directLink(r, uid, typ, req.Filename, exp)
+	} else {
+		link, err = s.proxyLink(r, id, planName, uid, typ, req.Filename, exp)
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, linkResponse{
+		URL:       link,
+		ExpiresAt: exp.UTC().Format(time.RFC3339),
+		Type:      string(typ),
+		Filename:  req.Filename,
+		Mode:      s.cfg.LinkMode,
+	})
+}
+
+func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
+	g := auth.Grant{User: id.UserID, Plan: plan, Video: uid, Type: typ, Filename: filename, ExpiresAt: exp}
+	if s.cfg.BindIP {
+		g.IP = infoFrom(r.Context()).clientIP
+	}
+	tok, err := s.Grants.Sign(g)
+	if err != nil {
+		return "", err
+	}
+	u := *s.public
+	u.Path = u.Path + "/dl/" + tok + "/" + typ.File()
+	if filename != "" {
+		u.RawQuery = "filename=" + filename
+	}
+	return u.String(), nil
+}
+
+// directLink signs a Stream URL whose rules pin the user's country (and address,
+// with bind_ip). With the country unknown (and allowed by policy) there is nothing
+// to pin it to, so only the address rule, if any, applies.
+func (s *Server) directLink(r *http.Request, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
+	ri := infoFrom(r.Context())
+	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP)
+	now := s.now()
+	tok, err := s.Signer.Mint(stream.Claims{
+		Video: uid, NotBefore: now.Add(-nbfSkew), ExpiresAt: exp, Downloadable: true, AccessRules: rules,
+	}, now)
+	if err != nil {
+		return "", err
+	}
+	return stream.DeliveryURL(s.delivery.String(), tok, typ, filename)
+}
+
+// DirectRules are the access rules of a direct-mode token. Stream evaluates
+// rules first-match with no way to require two conditions at once, so:
+//   - by default: [{ip.geoip.country allow [CC]}, {any block}], the user's country;
+//   - with bindIP: [{ip.src allow [ADDR]}, {any block}], the user's own address,
+//     which is stricter than its country (the gateway has located that address
+//     already, and a country rule before it would let the whole country in);
+//   - country unknown (and allowed by policy) without bindIP: no rules, since
+//     there is nothing to pin the link to.
+func DirectRules(country string, ip netip.Addr, bindIP bool) []stream.AccessRule {
+	if bindIP && ip.IsValid() {
+		return []stream.AccessRule{
+			{Type: stream.RuleIPSrc, Action: stream.ActionAllow, IP: []string{ip.Unmap().String()}},
+			{Type: stream.RuleAny, Action: stream.ActionBlock},
+		}
+	}
+	if country != "" {
+		return []stream.AccessRule{
+			{Type: stream.RuleCountry, Action: stream.ActionAllow, Country: []string{country}},
+			{Type: stream.RuleAny, Action: stream.ActionBlock},
+		}
+	}
+	return nil
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxLinkBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return &Error{Status: http.StatusBadRequest, Type: "bad_body", Detail: "the body must be a JSON object with optional type and filename", Cause: err}
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "bad_body", "the body must hold one JSON object")
+	}
+	return nil
+}
+
+type downloadState struct {
+	Status          string  `json:"status"`
+	PercentComplete float64 `json:"percentComplete"`
+	URL             string  `json:"url,omitempty"`
+}
+
+// handleListDownloads serves GET /v1/videos/{uid}/downloads.
+func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	if !stream.ValidUID(uid) {
+		writeError(w, r, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters"))
+		return
+	}
+	if _, err := s.authenticate(r); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	infoFrom(r.Context()).video = uid
+	info, err := s.videos.get(r.Context(), uid)
+	if err != nil {
+		writeError(w, r, s.apiError(err))
+		return
+	}
+	out := map[string]downloadState{}
+	for typ, d := range info.Downloads {
+		st := downloadState{Status: d.Status, PercentComplete: d.PercentComplete}
+		if d.Status == "ready" {
+			u := *s.public
+			u.Path = u.Path + "/v1/videos/" + uid + "/downloads/" + typ.File()
+			st.URL = u.String()
+		}
+		out[string(typ)] = st
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"video":     uid,
+		"duration":  info.Video.Duration,
+		"ready":     info.Video.ReadyToStream,
+		"downloads": out,
+	})
+}
+
+// handleUsage serves GET /v1/me/usage.
+func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
+	id, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	name, plan := s.plan(id.Plan)
+	u, err := s.Meter.Usage(r.Context(), id.UserID, name, plan.MinutesPerMonth)
+	if err != nil {
+		writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be read; retry later", Cause: err})
+		return
+	}
+	writeJSON(w, http.StatusOK, usageBody(u))
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz checks that the Stream API and the ledger answer.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	checks := map[string]string{"config": "ok"}
+	status := http.StatusOK
+	for name, check := range s.Checks {
+		checks[name] = "ok"
+		if err := check(ctx); err != nil {
+			checks[name] = "unavailable"
+			status = http.StatusServiceUnavailable
+			s.log.Warn("not ready", zap.String("check", name), errField(err))
+		}
+	}
+	writeJSON(w, status, map[string]any{"status": http.StatusText(status), "checks": checks})
+}

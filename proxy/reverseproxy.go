@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/streamgate/streamgate/usage"
+)
+
+type upstreamCtxKey struct{}
+
+var upstreamKey = upstreamCtxKey{}
+
+// upstream is what one proxied request carries through the ReverseProxy hooks.
+type upstream struct {
+	path      string // /TOKEN/downloads/FILE
+	filename  string
+	delivery  *usage.Delivery
+	headersOK bool  // a 2xx (or 304/412/416) answer was passed on
+	err       error // why the proxy answered instead of Stream
+}
+
+func (u *upstream) failure() string {
+	if u.err == nil {
+		return "no_body"
+	}
+	return "upstream_failed"
+}
+
+// passHeaders are the response headers the client sees from Stream; the rest of
+// Stream's headers stay behind.
+var passHeaders = []string{
+	"Content-Type", "Content-Length", "Content-Range", "Accept-Ranges",
+	"Content-Disposition", "Etag", "Last-Modified", "Date",
+}
+
+// statusError is an upstream answer the gateway does not pass on.
+type statusError struct{ status int }
+
+func (e statusError) Error() string { return fmt.Sprintf("stream answered %d", e.status) }
+
+func (s *Server) newReverseProxy() http.Handler {
+	tr := s.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy: nil,
+			DialContext: (&net.Dialer{
+				Timeout:   s.cfg.DialTimeout,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          512,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   s.cfg.DialTimeout,
+			ResponseHeaderTimeout: s.cfg.ResponseHeaderTimeout,
+			ExpectContinueTimeout: time.Second,
+			// Stream's bytes are passed on as they are.
+			DisableCompression: true,
+		}
+	}
+	target := s.delivery
+	return &httputil.ReverseProxy{
+		Transport:  tr,
+		BufferPool: newBufferPool(),
+		// Flush as bytes arrive so metering and the client see the same progress.
+		FlushInterval: -1,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			up := pr.In.Context().Value(upstreamKey).(*upstream)
+			// The target is always the configured delivery host, never anything
+			// from the request.
+			u := *target
+			u.Path = strings.TrimRight(target.Path, "/") + up.path
+			u.RawPath = ""
+			u.RawQuery = ""
+			if up.filename != "" {
+				u.RawQuery = url.Values{"filename": {up.filename}}.Encode()
+			}
+			pr.Out.URL = &u
+			pr.Out.Host = target.Host
+			for _, h := range []string{"Authorization", "Cookie", "Forwarded", "X-Forwarded-For",
+				"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "Accept-Encoding", "Referer", "Origin"} {
+				pr.Out.Header.Del(h)
+			}
+			pr.Out.Header.Set("User-Agent", "streamgate")
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			up := resp.Request.Context().Value(upstreamKey).(*upstream)
+			switch {
+			case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+			case resp.StatusCode == http.StatusNotModified, resp.StatusCode == http.StatusPreconditionFailed,
+				resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+				// Nothing is billed for these; they pass on as the client's own answer.
+			default:
+				return statusError{resp.StatusCode}
+			}
+			keep := http.Header{}
+			for _, h := range passHeaders {
+				if v := resp.Header.Values(h); len(v) > 0 {
+					keep[h] = v
+				}
+			}
+			keep.Set("Cache-Control", "private, no-store")
+			resp.Header = keep
+			if up.delivery != nil {
+				if err := up.delivery.Headers(resp.StatusCode, resp.ContentLength, totalSize(resp)); err != nil {
+					return err
+				}
+			}
+			up.headersOK = true
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			up := r.Context().Value(upstreamKey).(*upstream)
+			up.err = err
+			up.headersOK = false
+			writeError(w, r, s.upstreamError(r, err))
+		},
+	}
+}
+
+// upstreamError maps a failed round trip on purpose: timeout 504, client gone is
+// not an error, refused or broken 502.
+func (s *Server) upstreamError(r *http.Request, err error) error {
+	var se statusError
+	var qe *usage.QuotaError
+	var ne net.Error
+	switch {
+	case errors.As(err, &qe):
+		return s.quotaError(err)
+	case errors.As(err, &se) && se.status == http.StatusNotFound:
+		return &Error{Status: http.StatusNotFound, Type: "download_not_found", Detail: "Stream has no such download", Cause: err}
+	case errors.As(err, &se):
+		return &Error{Status: http.StatusBadGateway, Type: "upstream_refused", Detail: "the video delivery service refused the request", Cause: err}
+	case r.Context().Err() != nil:
+		return &Error{Status: 499, Type: "client_gone", Detail: "client closed the request", Cause: err}
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return &Error{Status: http.StatusGatewayTimeout, Type: "upstream_timeout", Detail: "the video delivery service did not answer in time", Cause: err}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return &Error{Status: http.StatusBadGateway, Type: "upstream_unavailable", Detail: "the video delivery service is unreachable", Cause: err}
+	}
+	return &Error{Status: http.StatusBadGateway, Type: "upstream_failed", Detail: "the video delivery service failed", Cause: err}
+}
+
+// totalSize is the full file size an answer reveals: the total of Content-Range,
+// or the length of a whole-file 200; -1 when unknown.
+func totalSize(resp *http.Response) int64 {
+	if resp.StatusCode == http.StatusOK {
+		return resp.ContentLength
+	}
+	cr := resp.Header.Get("Content-Range")
+	if i := strings.LastIndexByte(cr, '/'); i >= 0 {
+		if n, err := strconv.ParseInt(cr[i+1:], 10, 64); err == nil {
+			return n
+		}
+	}
+	return -1
+}
+
+// meteredWriter tells the delivery how many body bytes reached the client.
+type meteredWriter struct {
+	http.ResponseWriter
+	d *usage.Delivery
+}
+
+func (w *meteredWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if n > 0 {
+		w.d.Add(int64(n))
+	}
+	return n, err
+}
+
+func (w *meteredWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *meteredWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// bufferPool hands ReverseProxy 32 KiB copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }

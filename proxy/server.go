@@ -1,0 +1,214 @@
+// Package proxy is streamgate's HTTP surface: the routes, the authenticated and
+// link download handlers built on httputil.ReverseProxy, link minting, metering of
+// the response body, and JSON problem responses.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/policy"
+	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/usage"
+)
+
+// Authenticator verifies a portal user's credential on a request.
+type Authenticator interface {
+	Authenticate(r *http.Request) (auth.Identity, error)
+}
+
+// GrantIssuer signs and verifies link grants.
+type GrantIssuer interface {
+	Sign(g auth.Grant) (string, error)
+	Verify(token string) (auth.Grant, error)
+}
+
+// TokenSigner mints Stream tokens.
+type TokenSigner interface {
+	Mint(c stream.Claims, now time.Time) (string, error)
+}
+
+// StreamAPI is the part of the Stream API the gateway reads.
+type StreamAPI interface {
+	Video(ctx context.Context, uid string) (stream.Video, error)
+	Downloads(ctx context.Context, uid string) (stream.Downloads, error)
+}
+
+// Metering reserves, meters and settles billable minutes.
+type Metering interface {
+	Start(ctx context.Context, req usage.StartRequest) (*usage.Delivery, error)
+	Usage(ctx context.Context, user, plan string, limit float64) (usage.Usage, error)
+}
+
+// Check is one readiness probe: nil when the dependency answers.
+type Check func(ctx context.Context) error
+
+// Plan is what a plan allows.
+type Plan struct {
+	// MinutesPerMonth is the quota of billable minutes per calendar month (UTC);
+	// negative means unlimited.
+	MinutesPerMonth float64
+	// Links and Downloads are per-user buckets; nil means unlimited.
+	Links, Downloads *policy.Limiter
+	// MaxConcurrent caps a user's downloads in flight; 0 means unlimited.
+	MaxConcurrent int
+}
+
+// Config is what the handlers need to know. Zero durations take the defaults
+// shown.
+type Config struct {
+	// PublicURL is the base of proxy-mode link URLs.
+	PublicURL string
+	// DeliveryURL is the Stream delivery origin the proxy forwards to.
+	DeliveryURL string
+	// TokenTTL is the life of the Stream tokens the proxy mints (default 5m).
+	TokenTTL time.Duration
+	// EgressRules go into every proxy-mode token (none by default).
+	EgressRules []stream.AccessRule
+	// LinkMode is "proxy" (default) or "direct".
+	LinkMode string
+	// LinkTTL is the life of a link (default 15m).
+	LinkTTL time.Duration
+	// BindIP pins direct-mode tokens and grants to the client's address.
+	BindIP bool
+	// VideoCacheTTL is how long video details and download states are reused
+	// (default 30s).
+	VideoCacheTTL time.Duration
+	// DialTimeout and ResponseHeaderTimeout bound the upstream (defaults 5s and 30s).
+	DialTimeout, ResponseHeaderTimeout time.Duration
+	// WriteIdleTimeout cuts a client off that has taken no bytes for this long
+	// (default 60s).
+	WriteIdleTimeout time.Duration
+	// DefaultPlan names the plan of identities without one.
+	DefaultPlan string
+	Plans       map[string]Plan
+}
+
+// Deps are the components the handlers call.
+type Deps struct {
+	Auth     Authenticator
+	Grants   GrantIssuer
+	Signer   TokenSigner
+	API      StreamAPI
+	Meter    Metering
+	ClientIP *policy.ClientIP
+	GeoIP    *policy.GeoIP
+	Country  *policy.CountryPolicy
+	// IPLimit spends a token per failed authentication from one client address.
+	IPLimit     *policy.Limiter
+	Concurrency *policy.Concurrency
+	// Checks are the readiness probes /readyz runs, by name ("stream_api",
+	// "ledger").
+	Checks map[string]Check
+	Log    *zap.Logger
+	// Now is the clock for tokens, grants and metering (default time.Now).
+	Now func() time.Time
+	// Transport overrides the upstream transport (tests).
+	Transport http.RoundTripper
+}
+
+// Server serves streamgate's routes.
+type Server struct {
+	cfg Config
+	Deps
+	log      *zap.Logger
+	now      func() time.Time
+	delivery *url.URL
+	public   *url.URL
+	rp       http.Handler
+	tokens   *tokenCache
+	videos   *videoCache
+	handler  http.Handler
+}
+
+// New checks cfg and deps and builds the server.
+func New(cfg Config, d Deps) (*Server, error) {
+	var problems []error
+	if d.Auth == nil {
+		problems = append(problems, errors.New("proxy: no authenticator"))
+	}
+	if d.Grants == nil {
+		problems = append(problems, errors.New("proxy: no grant issuer"))
+	}
+	if d.Signer == nil {
+		problems = append(problems, errors.New("proxy: no token signer"))
+	}
+	if d.API == nil {
+		problems = append(problems, errors.New("proxy: no stream API"))
+	}
+	if d.Meter == nil {
+		problems = append(problems, errors.New("proxy: no meter"))
+	}
+	del, err := url.Parse(strings.TrimRight(cfg.DeliveryURL, "/"))
+	if err != nil || del.Scheme == "" || del.Host == "" {
+		problems = append(problems, fmt.Errorf("proxy: delivery URL %q is not absolute", cfg.DeliveryURL))
+	}
+	pub, err := url.Parse(strings.TrimRight(cfg.PublicURL, "/"))
+	if err != nil || pub.Scheme == "" || pub.Host == "" {
+		problems = append(problems, fmt.Errorf("proxy: public URL %q is not absolute", cfg.PublicURL))
+	}
+	switch cfg.LinkMode {
+	case "":
+		cfg.LinkMode = "proxy"
+	case "proxy", "direct":
+	default:
+		problems = append(problems, fmt.Errorf("proxy: link mode %q: want proxy or direct", cfg.LinkMode))
+	}
+	if _, ok := cfg.Plans[cfg.DefaultPlan]; !ok {
+		problems = append(problems, fmt.Errorf("proxy: default plan %q is not among the plans", cfg.DefaultPlan))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	setDefault(&cfg.TokenTTL, 5*time.Minute)
+	setDefault(&cfg.LinkTTL, 15*time.Minute)
+	setDefault(&cfg.VideoCacheTTL, 30*time.Second)
+	setDefault(&cfg.DialTimeout, 5*time.Second)
+	setDefault(&cfg.ResponseHeaderTimeout, 30*time.Second)
+	setDefault(&cfg.WriteIdleTimeout, 60*time.Second)
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Concurrency == nil {
+		d.Concurrency = policy.NewConcurrency()
+	}
+	if d.ClientIP == nil {
+		d.ClientIP, _ = policy.NewClientIP(nil)
+	}
+	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub}
+	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now)
+	s.videos = newVideoCache(d.API, cfg.VideoCacheTTL, d.Now)
+	s.rp = s.newReverseProxy()
+	s.handler = s.middleware(s.routes())
+	return s, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+func (s *Server) clientIP(r *http.Request) netip.Addr { return s.ClientIP.FromRequest(r) }
+
+func (s *Server) plan(name string) (string, Plan) {
+	if p, ok := s.cfg.Plans[name]; ok && name != "" {
+		return name, p
+	}
+	return s.cfg.DefaultPlan, s.cfg.Plans[s.cfg.DefaultPlan]
+}

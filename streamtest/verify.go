@@ -1,0 +1,195 @@
+package streamtest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/streamgate/streamgate/stream"
+)
+
+// tokenClaims is the payload the emulator reads from a Stream token. It is
+// deliberately separate from the signer's own types.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	KeyID        string       `json:"kid,omitempty"`
+	Downloadable bool         `json:"downloadable,omitempty"`
+	AccessRules  []accessRule `json:"accessRules,omitempty"`
+}
+
+type accessRule struct {
+	Type    string   `json:"type"`
+	Action  string   `json:"action"`
+	Country []string `json:"country,omitempty"`
+	IP      []string `json:"ip,omitempty"`
+}
+
+// compiled is a checked access rule, ready to be matched.
+type compiled struct {
+	allow     bool
+	any       bool
+	countries []string
+	prefixes  []netip.Prefix
+}
+
+// refusal is why a delivery request is turned away.
+type refusal struct {
+	status int
+	reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
+
+func unauthorized(format string, a ...any) *refusal {
+	return &refusal{401, fmt.Sprintf(format, a...)}
+}
+
+func forbidden(format string, a ...any) *refusal {
+	return &refusal{403, fmt.Sprintf(format, a...)}
+}
+
+// verify checks token's signature, key and times, and returns its claims and
+// checked rules. It does not judge what the token grants.
+func (e *Emulator) verify(token string) (*tokenClaims, []compiled, *refusal) {
+	now := e.now()
+	var headerKid string
+	keyfunc := func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, errors.New("kid header missing")
+		}
+		headerKid = kid
+		e.mu.Lock()
+		k := e.keys[kid]
+		e.mu.Unlock()
+		if k == nil {
+			return nil, fmt.Errorf("unknown or revoked key %q", kid)
+		}
+		return k.pub, nil
+	}
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+		jwt.WithLeeway(e.leeway),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+		jwt.WithExpirationRequired(),
+	)
+	var c tokenClaims
+	if _, err := p.ParseWithClaims(token, &c, keyfunc); err != nil {
+		switch {
+		case errors.Is(err, jwt.ErrTokenMalformed):
+			return nil, nil, unauthorized("malformed token")
+		case errors.Is(err, jwt.ErrTokenExpired):
+			return nil, nil, unauthorized("token expired")
+		case errors.Is(err, jwt.ErrTokenNotValidYet):
+			return nil, nil, unauthorized("token not valid yet")
+		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+			return nil, nil, unauthorized("token exp missing")
+		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+			return nil, nil, unauthorized("bad token signature")
+		}
+		return nil, nil, unauthorized("invalid token: %v", err)
+	}
+	if c.KeyID != "" && c.KeyID != headerKid {
+		return nil, nil, unauthorized("kid claim does not match kid header")
+	}
+	if c.ExpiresAt.Sub(now) > stream.MaxTokenLifetime+e.leeway {
+		return nil, nil, unauthorized("token exp more than %s ahead", stream.MaxTokenLifetime)
+	}
+	if !stream.ValidUID(c.Subject) {
+		return nil, nil, unauthorized("token sub is not a video uid")
+	}
+	rules, err := compileRules(c.AccessRules)
+	if err != nil {
+		return nil, nil, unauthorized("invalid access rules: %v", err)
+	}
+	return &c, rules, nil
+}
+
+// compileRules checks every rule before any is evaluated.
+func compileRules(rules []accessRule) ([]compiled, error) {
+	if len(rules) > stream.MaxAccessRules {
+		return nil, fmt.Errorf("%d rules, at most %d allowed", len(rules), stream.MaxAccessRules)
+	}
+	out := make([]compiled, 0, len(rules))
+	for i, r := range rules {
+		var c compiled
+		switch r.Action {
+		case "allow":
+			c.allow = true
+		case "block":
+		default:
+			return nil, fmt.Errorf("rule %d: action %q", i, r.Action)
+		}
+		switch r.Type {
+		case "any":
+			if len(r.Country) > 0 || len(r.IP) > 0 {
+				return nil, fmt.Errorf("rule %d: any takes no country or ip", i)
+			}
+			c.any = true
+		case "ip.geoip.country":
+			if len(r.Country) == 0 || len(r.IP) > 0 {
+				return nil, fmt.Errorf("rule %d: country rule needs countries and no ip", i)
+			}
+			for _, cc := range r.Country {
+				if len(cc) != 2 || cc[0] < 'A' || cc[0] > 'Z' || cc[1] < 'A' || cc[1] > 'Z' {
+					return nil, fmt.Errorf("rule %d: country %q", i, cc)
+				}
+			}
+			c.countries = r.Country
+		case "ip.src":
+			if len(r.IP) == 0 || len(r.Country) > 0 {
+				return nil, fmt.Errorf("rule %d: ip.src rule needs addresses and no country", i)
+			}
+			for _, s := range r.IP {
+				p, err := ruleIP(s)
+				if err != nil {
+					return nil, fmt.Errorf("rule %d: ip %q", i, s)
+				}
+				c.prefixes = append(c.prefixes, p)
+			}
+		default:
+			return nil, fmt.Errorf("rule %d: type %q", i, r.Type)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// allowed evaluates rules first to last against the client; no match allows.
+func allowed(rules []compiled, client netip.Addr, country string) (bool, int) {
+	for i, r := range rules {
+		match := r.any
+		if !match && country != "" && slices.Contains(r.countries, country) {
+			match = true
+		}
+		if !match {
+			for _, p := range r.prefixes {
+				if p.Contains(client) {
+					match = true
+					break
+				}
+			}
+		}
+		if match {
+			return r.allow, i
+		}
+	}
+	return true, -1
+}
+
+// ruleIP parses an ip.src entry, an address or a CIDR. An IPv4-mapped IPv6 entry
+// stays IPv6: it never matches an IPv4 viewer, as Stream keeps the families apart.
+func ruleIP(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid address %q", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}

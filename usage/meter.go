@@ -1,0 +1,488 @@
+package usage
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/streamgate/streamgate/stream"
+)
+
+// MeterConfig configures a [Meter]. The zero value is usable.
+type MeterConfig struct {
+	// Mode is how deliveries are billed. Default Proportional.
+	Mode Mode
+	// ResumeWindow is how long after a download was last active a ranged request
+	// on the authenticated route may continue it. Requests under a grant session
+	// continue that session's download for as long as the grant is valid. Default 1h.
+	ResumeWindow time.Duration
+	// CheckpointEvery is the longest a delivery's progress goes unrecorded while
+	// bytes flow. Default 2s.
+	CheckpointEvery time.Duration
+	// CheckpointBytes is the most bytes a delivery sends between two checkpoints.
+	// Default 8 MiB.
+	CheckpointBytes int64
+	// LedgerTimeout bounds each ledger write made after the request may be gone
+	// (checkpoints, settlement). Default 10s.
+	LedgerTimeout time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger receives one "billable download" line per settled delivery. Default
+	// zap.NewNop().
+	Logger *zap.Logger
+}
+
+// Meter meters deliveries against a [Ledger]: it reserves before the first byte,
+// trues up when headers arrive, checkpoints while bytes flow and settles when the
+// body ends. It remembers file sizes per video and type learned from responses, so
+// that later ranged requests reserve only their share.
+type Meter struct {
+	ledger Ledger
+	cfg    MeterConfig
+	sizes  sync.Map // sizeKey → int64 file size in bytes
+}
+
+type sizeKey struct {
+	video string
+	typ   stream.DownloadType
+}
+
+// NewMeter returns a Meter writing to l, with cfg's zero fields set to their
+// defaults.
+func NewMeter(l Ledger, cfg MeterConfig) *Meter {
+	if cfg.Mode == "" {
+		cfg.Mode = Proportional
+	}
+	if cfg.ResumeWindow <= 0 {
+		cfg.ResumeWindow = time.Hour
+	}
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = 2 * time.Second
+	}
+	if cfg.CheckpointBytes <= 0 {
+		cfg.CheckpointBytes = 8 << 20
+	}
+	if cfg.LedgerTimeout <= 0 {
+		cfg.LedgerTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Meter{ledger: l, cfg: cfg}
+}
+
+// Mode is the meter's billing mode.
+func (m *Meter) Mode() Mode { return m.cfg.Mode }
+
+// StartRequest describes a download request about to be forwarded.
+type StartRequest struct {
+	User string
+	Plan string
+	// LimitMinutes is the plan's monthly minutes; < 0 is unlimited.
+	LimitMinutes float64
+	Video        string
+	Type         stream.DownloadType
+	// Duration is the video's billable duration in seconds, from the Stream API.
+	// Unknown durations (-1) must be refused by the caller; Start refuses them too.
+	Duration float64
+	// RangeStart is the first byte asked for; -1 without a Range header. A suffix
+	// range (bytes=-N) is passed as -1: it is treated as a whole-file request.
+	RangeStart int64
+	// RangeEnd is the last byte asked for, inclusive; -1 when open-ended or none.
+	RangeEnd int64
+	// Session is the link grant's session ID; "" on the authenticated route. A
+	// ranged request under the same session continues that session's download.
+	Session   string
+	Country   string
+	ClientIP  string
+	RequestID string
+}
+
+// Start decides which download the request belongs to and reserves what it could
+// cost, before any byte is forwarded. A request without Range, with a range at byte
+// 0, or whose range continues no known download starts a new download; a range not
+// at 0 continues the latest download of the same user, video, type and session (on
+// the authenticated route: if active within ResumeWindow).
+//
+// It reserves, proportional: the range's share of the duration when the file size
+// is known from an earlier response, else the full duration; per-download: the full
+// duration when the request starts a download, nothing when it continues one.
+// A zero reservation is never refused, so a continuation is served even when the
+// quota is spent. In per-download mode, when the delivery that started a download
+// delivered nothing, the first continuation to deliver a byte carries the
+// download's charge, though it reserved nothing: no download goes unbilled.
+// A refusal is a *QuotaError.
+func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) {
+	switch {
+	case req.User == "" || req.Video == "":
+		return nil, errors.New("start delivery: user and video are required")
+	case req.Duration < 0:
+		return nil, fmt.Errorf("start delivery of %s: unknown duration", req.Video)
+	}
+	if _, err := stream.ParseDownloadType(string(req.Type)); err != nil {
+		return nil, fmt.Errorf("start delivery: %w", err)
+	}
+	now := m.cfg.Now()
+	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
+
+	starts, downloadID := true, ""
+	if req.RangeStart > 0 {
+		since := now.Add(-m.cfg.ResumeWindow)
+		if req.Session != "" {
+			since = time.Time{}
+		}
+		id, ok, err := m.ledger.FindDownload(ctx, key, since)
+		if err != nil {
+			return nil, fmt.Errorf("start delivery: %w", err)
+		}
+		if ok {
+			starts, downloadID = false, id
+		}
+	}
+	if starts {
+		downloadID = newID()
+	}
+
+	full := req.Duration / 60
+	var reserve, once float64
+	switch m.cfg.Mode {
+	case PerDownload:
+		once = full
+		if starts {
+			reserve = full
+		}
+	default:
+		reserve = full
+		if size := m.size(req.Video, req.Type); size > 0 {
+			reserve = share(full, rangeLen(req.RangeStart, req.RangeEnd, size), size)
+		}
+	}
+
+	d := &Delivery{
+		m:          m,
+		req:        req,
+		id:         newID(),
+		downloadID: downloadID,
+		starts:     starts,
+		period:     Period(now),
+		reserved:   reserve,
+	}
+	d.total.Store(m.size(req.Video, req.Type))
+	d.cpAt.Store(now.UnixNano())
+	err := m.ledger.Reserve(ctx, OpenDelivery{
+		ID:          d.id,
+		DownloadID:  downloadID,
+		NewDownload: starts,
+		User:        req.User,
+		Plan:        req.Plan,
+		Video:       req.Video,
+		Type:        req.Type,
+		Session:     req.Session,
+		Mode:        m.cfg.Mode,
+		Period:      d.period,
+		Duration:    req.Duration,
+		Reserve:     reserve,
+		Once:        once,
+		RangeStart:  req.RangeStart,
+		RangeEnd:    req.RangeEnd,
+		Country:     req.Country,
+		ClientIP:    req.ClientIP,
+		RequestID:   req.RequestID,
+		At:          now,
+	}, req.LimitMinutes)
+	if err != nil {
+		var qe *QuotaError
+		if errors.As(err, &qe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("start delivery: %w", err)
+	}
+	if !starts {
+		if err := m.ledger.TouchDownload(ctx, downloadID, now); err != nil {
+			m.cfg.Logger.Warn("touch download", zap.String("download_id", downloadID), zap.Error(err))
+		}
+	}
+	return d, nil
+}
+
+// Usage is the user's standing in the current period under a plan of limit minutes
+// (< 0 unlimited).
+func (m *Meter) Usage(ctx context.Context, user, plan string, limit float64) (Usage, error) {
+	u, err := m.ledger.Usage(ctx, user, Period(m.cfg.Now()))
+	if err != nil {
+		return Usage{}, err
+	}
+	return u.withLimit(plan, limit), nil
+}
+
+// Recover settles the deliveries a previous process left open, from their last
+// checkpoints, and logs a "billable download" line for each with status
+// "recovered". Call it once at start-up, before serving.
+func (m *Meter) Recover(ctx context.Context) ([]Settled, error) {
+	out, err := m.ledger.Recover(ctx, m.cfg.Now())
+	for _, s := range out {
+		m.logSettled(s)
+	}
+	return out, err
+}
+
+func (m *Meter) size(video string, t stream.DownloadType) int64 {
+	if v, ok := m.sizes.Load(sizeKey{video, t}); ok {
+		return v.(int64)
+	}
+	return 0
+}
+
+func (m *Meter) logSettled(s Settled) {
+	m.cfg.Logger.Info("billable download",
+		zap.String("user", s.User),
+		zap.String("video", s.Video),
+		zap.String("type", string(s.Type)),
+		zap.Float64("minutes", s.Minutes),
+		zap.Int64("bytes", s.Bytes),
+		zap.String("status", s.Status),
+		zap.String("country", s.Country),
+		zap.String("download_id", s.DownloadID),
+		zap.String("delivery_id", s.DeliveryID),
+		zap.String("mode", string(s.Mode)),
+		zap.String("period", s.Period),
+		zap.String("request_id", s.RequestID),
+	)
+}
+
+// Delivery is one response body being metered. Headers, Add and Finish are called
+// by the goroutine serving the response; Finish and Abort are idempotent and safe
+// to call from a defer.
+type Delivery struct {
+	m          *Meter
+	req        StartRequest
+	id         string
+	downloadID string
+	starts     bool
+	period     string
+
+	bytes  atomic.Int64 // body bytes written to the client
+	total  atomic.Int64 // file size; 0 unknown
+	noBill atomic.Bool  // a non-2xx response: nothing is billed
+
+	cpBytes atomic.Int64 // bytes at the last checkpoint
+	cpAt    atomic.Int64 // time of the last checkpoint, Unix nanoseconds
+	cpBusy  atomic.Bool
+
+	mu       sync.Mutex
+	reserved float64 // minutes, guarded by mu
+	done     bool
+	settled  Settled
+}
+
+// ID is the delivery's ledger ID.
+func (d *Delivery) ID() string { return d.id }
+
+// DownloadID is the download the delivery belongs to.
+func (d *Delivery) DownloadID() string { return d.downloadID }
+
+// StartsDownload reports whether this delivery started its download.
+func (d *Delivery) StartsDownload() bool { return d.starts }
+
+// Reserved is the minutes the delivery holds against the quota.
+func (d *Delivery) Reserved() float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reserved
+}
+
+// Bytes is the body bytes counted so far.
+func (d *Delivery) Bytes() int64 { return d.bytes.Load() }
+
+// Headers records the upstream response's status, Content-Length (-1 unknown) and
+// the file's total size (from Content-Range; -1 unknown; a 200's Content-Length is
+// taken as the total). It learns the file's size and trues up the reservation:
+// proportional, to duration × contentLength / total. A non-2xx status bills nothing
+// and releases the reservation. A *QuotaError means the response costs more than
+// the quota allows; the caller should Abort.
+func (d *Delivery) Headers(status int, contentLength, totalSize int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return nil
+	}
+	if status < 200 || status > 299 {
+		d.noBill.Store(true)
+		return d.adjustLocked(0)
+	}
+	total := totalSize
+	if total <= 0 && status == 200 {
+		total = contentLength
+	}
+	if total > 0 {
+		d.total.Store(total)
+		d.m.sizes.Store(sizeKey{d.req.Video, d.req.Type}, total)
+	}
+	if d.m.cfg.Mode != Proportional || total <= 0 {
+		return nil
+	}
+	length := contentLength
+	if length < 0 {
+		if status == 200 {
+			length = total
+		} else {
+			length = rangeLen(d.req.RangeStart, d.req.RangeEnd, total)
+		}
+	}
+	return d.adjustLocked(share(d.req.Duration/60, length, total))
+}
+
+func (d *Delivery) adjustLocked(minutes float64) error {
+	if toMicro(minutes) == toMicro(d.reserved) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
+	defer cancel()
+	if err := d.m.ledger.Adjust(ctx, d.id, minutes); err != nil {
+		return err
+	}
+	d.reserved = minutes
+	return nil
+}
+
+// Add counts n body bytes written to the client. When CheckpointBytes have been
+// written or CheckpointEvery has passed since the last checkpoint, it records the
+// progress in the ledger before returning; otherwise it only adds to a counter.
+func (d *Delivery) Add(n int64) {
+	if n <= 0 {
+		return
+	}
+	b := d.bytes.Add(n)
+	if d.noBill.Load() {
+		return
+	}
+	now := d.m.cfg.Now().UnixNano()
+	if b-d.cpBytes.Load() < d.m.cfg.CheckpointBytes && now-d.cpAt.Load() < int64(d.m.cfg.CheckpointEvery) {
+		return
+	}
+	if !d.cpBusy.CompareAndSwap(false, true) {
+		return // another goroutine is writing a checkpoint
+	}
+	defer d.cpBusy.Store(false)
+	b = d.bytes.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
+	defer cancel()
+	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.proportionalMinutes(b)); err != nil {
+		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
+	}
+	d.cpBytes.Store(b)
+	d.cpAt.Store(now)
+}
+
+// proportionalMinutes is what b bytes bill in proportional mode: duration × b /
+// size, the full duration when the size is unknown, never more than the full
+// duration. 0 in per-download mode, where the download's charge is billed once
+// through the ledger.
+func (d *Delivery) proportionalMinutes(b int64) float64 {
+	if d.m.cfg.Mode != Proportional || b <= 0 {
+		return 0
+	}
+	full := d.req.Duration / 60
+	total := d.total.Load()
+	if total <= 0 {
+		return full
+	}
+	return min(share(full, b, total), full)
+}
+
+// Finish settles the delivery: status says why the body ended ("complete",
+// "client_gone", "upstream_failed", "shutdown"). Proportional: bills duration ×
+// bytes / size; per-download: the full duration once per download, when at least
+// one byte was delivered (a continuation of a billed download bills 0). It releases
+// the rest of the reservation, writes the ledger row and logs one "billable
+// download" line. Later calls return the first result.
+func (d *Delivery) Finish(status string) (Settled, error) {
+	return d.settle(status, "", false)
+}
+
+// Abort closes a delivery that failed before its first byte: it bills nothing,
+// releases the reservation and closes the row with 0 minutes and status "aborted".
+// A delivery that already sent bytes is settled as by Finish(reason) instead, so
+// that no delivered byte goes unbilled.
+func (d *Delivery) Abort(reason string) {
+	if d.bytes.Load() > 0 {
+		d.settle(reason, "", false)
+		return
+	}
+	d.settle("aborted", reason, true)
+}
+
+func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return d.settled, nil
+	}
+	b := d.bytes.Load()
+	if abort || d.noBill.Load() {
+		b = 0
+	}
+	s := Settlement{
+		Status:    status,
+		Reason:    reason,
+		Bytes:     b,
+		TotalSize: d.total.Load(),
+		Minutes:   d.proportionalMinutes(b),
+		Once:      d.m.cfg.Mode == PerDownload && b > 0,
+		At:        d.m.cfg.Now(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
+	defer cancel()
+	st, err := d.m.ledger.Settle(ctx, d.id, s)
+	if err != nil {
+		// The row stays open; a retry or the next start's Recover settles it.
+		d.m.cfg.Logger.Error("settle delivery", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
+			zap.String("video", d.req.Video), zap.String("status", status), zap.Int64("bytes", b), zap.Error(err))
+		return Settled{}, err
+	}
+	d.done, d.settled, d.reserved = true, st, 0
+	if abort {
+		d.m.cfg.Logger.Debug("delivery aborted", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
+			zap.String("video", d.req.Video), zap.String("reason", reason))
+	} else {
+		d.m.logSettled(st)
+	}
+	return st, nil
+}
+
+// rangeLen is the number of bytes a range asks for from a file of size bytes.
+func rangeLen(start, end, size int64) int64 {
+	if start < 0 {
+		return size
+	}
+	if start >= size {
+		return 0
+	}
+	last := size - 1
+	if end >= 0 && end < last {
+		last = end
+	}
+	if last < start {
+		return 0
+	}
+	return last - start + 1
+}
+
+// share is full × part / whole, in minutes.
+func share(full float64, part, whole int64) float64 {
+	if whole <= 0 {
+		return full
+	}
+	return full * float64(part) / float64(whole)
+}
+
+func newID() string { return rand.Text() }

@@ -1,0 +1,73 @@
+package usage_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/streamgate/streamgate/usage"
+	"github.com/streamgate/streamgate/usage/ledgertest"
+)
+
+func openMemory(t *testing.T) *usage.SQLite {
+	t.Helper()
+	l, err := usage.OpenSQLite(context.Background(), ":memory:")
+	if err != nil {
+		t.Fatalf("OpenSQLite(:memory:): %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func openFile(t *testing.T, path string) *usage.SQLite {
+	t.Helper()
+	l, err := usage.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatalf("OpenSQLite(%s): %v", path, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func TestSQLiteLedgerMemory(t *testing.T) {
+	ledgertest.Run(t, func(t *testing.T) usage.Ledger { return openMemory(t) })
+}
+
+func TestSQLiteLedgerFile(t *testing.T) {
+	ledgertest.Run(t, func(t *testing.T) usage.Ledger {
+		return openFile(t, filepath.Join(t.TempDir(), "ledger.db"))
+	})
+}
+
+func TestOpenSQLite(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+
+	// Opening twice applies the migrations once and keeps the data.
+	l := openFile(t, path)
+	d := ledgertest.Open("alice", 5)
+	if err := l.Reserve(ctx, d, -1); err != nil {
+		t.Fatalf("Reserve: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	l = openFile(t, path)
+	ledgertest.WantUsage(t, l, "alice", usage.Period(ledgertest.T0), 0, 5)
+
+	tests := []struct {
+		name, path string
+	}{
+		{"empty", ""},
+		{"query in a plain path", filepath.Join(t.TempDir(), "x.db?mode=ro")},
+		{"missing directory", filepath.Join(t.TempDir(), "no", "such", "dir", "x.db")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if l, err := usage.OpenSQLite(ctx, tt.path); err == nil {
+				l.Close()
+				t.Fatalf("OpenSQLite(%q) succeeded", tt.path)
+			}
+		})
+	}
+}
