@@ -92,6 +92,19 @@ type videoInfo struct {
 	Downloads stream.Downloads
 }
 
+// settled reports whether nothing about the video is still changing.
+func (v videoInfo) settled() bool {
+	if !v.Video.ReadyToStream {
+		return false
+	}
+	for _, d := range v.Downloads {
+		if d.Status != stream.DownloadReady {
+			return false
+		}
+	}
+	return true
+}
+
 type videoEntry struct {
 	ready   chan struct{} // closed once info/err are set
 	fetched time.Time
@@ -157,8 +170,10 @@ func (c *videoCache) get(ctx context.Context, uid string) (videoInfo, error) {
 
 func (c *videoCache) fresh(e *videoEntry, now time.Time) bool {
 	ttl := c.ttl
-	if e.err != nil {
-		ttl = negativeTTL
+	if e.err != nil || !e.info.settled() {
+		// Unknown videos and downloads still being generated are asked about
+		// again soon, so a download that turns ready is served promptly.
+		ttl = min(ttl, negativeTTL)
 	}
 	return now.Sub(e.fetched) < ttl
 }

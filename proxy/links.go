@@ -7,12 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/usage"
 )
 
 type linkRequest struct {
@@ -74,7 +76,8 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if _, err := s.videoReady(r.Context(), uid, typ); err != nil {
+	info, err := s.videoReady(r.Context(), uid, typ)
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -82,6 +85,17 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	exp := now.Add(s.cfg.LinkTTL)
 	var link string
 	if s.cfg.LinkMode == "direct" {
+		// Stream serves these bytes straight to the user, so the link is billed
+		// in full now; a link the quota cannot cover is not handed out.
+		_, err = s.Meter.Charge(r.Context(), usage.StartRequest{
+			User: id.UserID, Plan: planName, LimitMinutes: plan.MinutesPerMonth,
+			Video: uid, Type: typ, Duration: info.Video.Duration,
+			Country: ri.country, ClientIP: addrString(ri.clientIP), RequestID: ri.id,
+		})
+		if err != nil {
+			writeError(w, r, s.quotaError(err))
+			return
+		}
 		link, err = s.directLink(r, uid, typ, req.Filename, exp)
 	} else {
 		link, err = s.proxyLink(r, id, planName, uid, typ, req.Filename, exp)
@@ -235,9 +249,30 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readinessTTL is how long a readiness answer is reused: the Stream API limits
+// requests per token, and a load balancer may probe every second.
+const readinessTTL = 5 * time.Second
+
+type readiness struct {
+	mu     sync.Mutex
+	at     time.Time
+	status int
+	checks map[string]string
+}
+
 // handleReadyz checks that the Stream API and the ledger answer.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	s.ready.mu.Lock()
+	defer s.ready.mu.Unlock()
+	if now := time.Now(); s.ready.checks == nil || now.Sub(s.ready.at) >= readinessTTL {
+		s.ready.status, s.ready.checks = s.runChecks(r.Context())
+		s.ready.at = now
+	}
+	writeJSON(w, s.ready.status, map[string]any{"status": http.StatusText(s.ready.status), "checks": s.ready.checks})
+}
+
+func (s *Server) runChecks(ctx context.Context) (int, map[string]string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	checks := map[string]string{"config": "ok"}
 	status := http.StatusOK
@@ -249,5 +284,5 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("not ready", zap.String("check", name), errField(err))
 		}
 	}
-	writeJSON(w, status, map[string]any{"status": http.StatusText(status), "checks": checks})
+	return status, checks
 }

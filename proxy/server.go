@@ -46,6 +46,8 @@ type StreamAPI interface {
 // Metering reserves, meters and settles billable minutes.
 type Metering interface {
 	Start(ctx context.Context, req usage.StartRequest) (*usage.Delivery, error)
+	// Charge bills a direct-mode link in full when it is handed out.
+	Charge(ctx context.Context, req usage.StartRequest) (usage.Settled, error)
 	Usage(ctx context.Context, user, plan string, limit float64) (usage.Usage, error)
 }
 
@@ -127,6 +129,7 @@ type Server struct {
 	rp       http.Handler
 	tokens   *tokenCache
 	videos   *videoCache
+	ready    readiness
 	handler  http.Handler
 }
 

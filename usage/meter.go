@@ -214,6 +214,34 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	return d, nil
 }
 
+// Charge bills a link whose bytes the gateway never sees (direct link mode): the
+// user fetches the file from Stream, so the video's full duration is reserved and
+// settled at once, with status "direct_link", when the link is handed out. A
+// refusal is a *QuotaError and writes nothing.
+func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
+	req.RangeStart, req.RangeEnd = -1, -1
+	d, err := m.Start(ctx, req)
+	if err != nil {
+		return Settled{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := Settlement{Status: "direct_link", At: m.cfg.Now()}
+	if m.cfg.Mode == PerDownload {
+		s.Once = true
+	} else {
+		s.Minutes = req.Duration / 60
+	}
+	st, err := m.ledger.Settle(ctx, d.id, s)
+	if err != nil {
+		// The row stays open and the next start's Recover releases it.
+		return Settled{}, fmt.Errorf("charge link: %w", err)
+	}
+	d.done, d.settled, d.reserved = true, st, 0
+	m.logSettled(st)
+	return st, nil
+}
+
 // Usage is the user's standing in the current period under a plan of limit minutes
 // (< 0 unlimited).
 func (m *Meter) Usage(ctx context.Context, user, plan string, limit float64) (Usage, error) {

@@ -649,3 +649,33 @@ func TestMeterCrashRecovery(t *testing.T) {
 		t.Fatalf("logged %d recovered lines, want 3", lines.Len())
 	}
 }
+
+func TestMeterChargeDirectLink(t *testing.T) {
+	for _, mode := range []usage.Mode{usage.Proportional, usage.PerDownload} {
+		t.Run(string(mode), func(t *testing.T) {
+			f := newFixture(t, mode)
+			ctx := context.Background()
+			// 100 minutes fit ten 10-minute links; the eleventh is refused and
+			// leaves nothing behind.
+			for i := range 10 {
+				st, err := f.meter.Charge(ctx, req())
+				if err != nil {
+					t.Fatalf("link %d: %v", i, err)
+				}
+				if st.Minutes != 10 || st.Status != "direct_link" {
+					t.Fatalf("link %d settled %+v, want 10 minutes, status direct_link", i, st)
+				}
+			}
+			if _, err := f.meter.Charge(ctx, req()); !errors.Is(err, usage.ErrQuotaExceeded) {
+				t.Fatalf("eleventh link: err = %v, want ErrQuotaExceeded", err)
+			}
+			u, err := f.meter.Usage(ctx, "alice", "basic", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.MinutesUsed != 100 || u.MinutesReserved != 0 {
+				t.Fatalf("usage %+v, want 100 used and nothing reserved", u)
+			}
+		})
+	}
+}
