@@ -158,7 +158,11 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	}
 
 	up := &upstream{path: stream.DeliveryPath(tok, dl.typ), filename: dl.filename, delivery: delivery}
-	rw := http.ResponseWriter(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout})
+	dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout}
+	// The deadline must not outlive this response: the connection may serve
+	// another request later.
+	defer dw.clear()
+	rw := http.ResponseWriter(dw)
 	if delivery != nil {
 		rw = &meteredWriter{ResponseWriter: rw, d: delivery}
 	}

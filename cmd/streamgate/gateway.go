@@ -254,7 +254,8 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           g.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		// No ReadTimeout either: net/http keeps it as the read deadline of the
+		// connection's background read, which would cancel long downloads.
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		// No WriteTimeout: download routes roll a write deadline forward instead.
