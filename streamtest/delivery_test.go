@@ -356,3 +356,25 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("stats = %+v, want %d requests and %d bytes", st, n, want)
 	}
 }
+
+func BenchmarkDelivery(b *testing.B) {
+	e := New(Options{})
+	srv := start(b, e)
+	const size = 64 << 20
+	e.AddVideo(Video{UID: uidPublic, Duration: 600, Size: size, ReadyToStream: true})
+	e.SetDownloadReady(uidPublic, stream.Default)
+	url := srv.URL + stream.DeliveryPath(uidPublic, stream.Default)
+	b.ReportAllocs()
+	b.SetBytes(size)
+	for b.Loop() {
+		res, err := srv.Client().Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || n != size {
+			b.Fatalf("%d bytes, %v", n, err)
+		}
+	}
+}

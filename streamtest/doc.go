@@ -62,7 +62,9 @@
 //   - Access rules are judged against the address of the TCP peer (r.RemoteAddr, an
 //     IPv4-mapped IPv6 address taken as IPv4); forwarding headers are ignored. A
 //     country rule never matches an address the GeoIP database does not know. All
-//     rules are checked for well-formedness before the first one is evaluated.
+//     rules are checked for well-formedness before the first one is evaluated. An
+//     ip.src entry written as an IPv4-mapped IPv6 address stays IPv6 and never
+//     matches an IPv4 viewer.
 //   - A known video whose download was not enabled, is not ready yet or failed is
 //     404. A token whose sub names no known video is 404.
 //   - Content-Disposition is always `attachment; filename="NAME.EXT"`, NAME being the

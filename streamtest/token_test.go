@@ -26,9 +26,9 @@ const (
 func testCountryDB(t testing.TB) []byte {
 	t.Helper()
 	db, err := CountryDB(map[string]string{
-		ipGB + "/32": "GB",
-		ipUS + "/32": "US",
-		ipDE + "/32": "DE",
+		ipGB + "/32":    "GB",
+		ipUS + "/32":    "US",
+		ipDE + "/32":    "DE",
 		"2001:db8::/32": "FR",
 	})
 	if err != nil {
