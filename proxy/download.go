@@ -60,7 +60,7 @@ func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusBadRequest, "bad_filename", "the filename does not match the link"))
 		return
 	}
-	if g.IP.IsValid() && g.IP != infoFrom(r.Context()).clientIP {
+	if !g.AllowsIP(infoFrom(r.Context()).clientIP) {
 		writeError(w, r, errorf(http.StatusForbidden, "link_address", "this link is bound to another client address"))
 		return
 	}
