@@ -82,6 +82,15 @@ func (l Limit) windowSeconds() int64 {
 	return int64(math.Ceil(w))
 }
 
+// RateLimiter checks and counts one request for a key. Limiter does it in
+// this process; RedisLimiter does it in Redis, so that every replica draws on
+// the same buckets.
+type RateLimiter interface {
+	Allow(key string) Result
+}
+
+var _ RateLimiter = (*Limiter)(nil)
+
 // Result is the outcome of one rate-limit check, with what the RateLimit
 // headers need.
 type Result struct {
