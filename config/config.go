@@ -233,10 +233,21 @@ type Metering struct {
 
 // Ledger is where deliveries, downloads and quota periods are stored.
 type Ledger struct {
-	// Driver is "sqlite". Default "sqlite".
+	// Driver is "sqlite" (one process) or "postgres" (several replicas sharing
+	// one ledger). Default "sqlite".
 	Driver string `yaml:"driver"`
-	// Path is the SQLite database file. Default "streamgate.db".
+	// Path is the SQLite database file, for driver sqlite. Default
+	// "streamgate.db".
 	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string (a postgres:// URL or key=value
+	// pairs, as pgx reads them), for driver postgres. It is a secret, as it may
+	// hold a password. Default {env: STREAMGATE_LEDGER_DSN}.
+	DSN Secret `yaml:"dsn"`
+	// StaleAfter is how long, with driver postgres, an open delivery may go
+	// unrecorded before the other replicas take its replica for gone and settle it
+	// from its last checkpoint. Keep it well above the clock skew between
+	// replicas. Default 2m.
+	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
 // Log is the process log.
@@ -261,6 +272,7 @@ var (
 	meteringModes = []string{"proportional", "per-download"}
 	logLevels     = []string{"debug", "info", "warn", "error"}
 	logFormats    = []string{"json", "console"}
+	ledgerDrivers = []string{"sqlite", "postgres"}
 )
 
 // Default returns the configuration with every default set. It does not validate:
@@ -301,8 +313,13 @@ func Default() Config {
 			ResumeWindow:    time.Hour,
 			CheckpointEvery: 2 * time.Second,
 		},
-		Ledger: Ledger{Driver: "sqlite", Path: "streamgate.db"},
-		Log:    Log{Level: "info", Format: "json"},
+		Ledger: Ledger{
+			Driver:     "sqlite",
+			Path:       "streamgate.db",
+			DSN:        Secret{Env: "STREAMGATE_LEDGER_DSN"},
+			StaleAfter: 2 * time.Minute,
+		},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 

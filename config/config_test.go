@@ -50,6 +50,8 @@ func TestDefault(t *testing.T) {
 		{"metering.checkpoint_every", c.Metering.CheckpointEvery, 2 * time.Second},
 		{"ledger.driver", c.Ledger.Driver, "sqlite"},
 		{"ledger.path", c.Ledger.Path, "streamgate.db"},
+		{"ledger.dsn", c.Ledger.DSN.Env, "STREAMGATE_LEDGER_DSN"},
+		{"ledger.stale_after", c.Ledger.StaleAfter, 2 * time.Minute},
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "json"},
 	}

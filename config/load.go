@@ -27,6 +27,7 @@ var envOverrides = []struct {
 	{"STREAMGATE_STREAM_ACCOUNT_ID", "stream.account_id", func(c *Config, v string) { c.Stream.AccountID = v }},
 	{"STREAMGATE_STREAM_DELIVERY_URL", "stream.delivery_url", func(c *Config, v string) { c.Stream.DeliveryURL = v }},
 	{"STREAMGATE_STREAM_SIGNING_KEY_ID", "stream.signing_key_id", func(c *Config, v string) { c.Stream.SigningKeyID = v }},
+	{"STREAMGATE_LEDGER_DRIVER", "ledger.driver", func(c *Config, v string) { c.Ledger.Driver = v }},
 	{"STREAMGATE_LEDGER_PATH", "ledger.path", func(c *Config, v string) { c.Ledger.Path = v }},
 }
 

@@ -123,6 +123,8 @@ func TestEnvOverrides(t *testing.T) {
 	e["STREAMGATE_STREAM_ACCOUNT_ID"] = "acc-env"
 	e["STREAMGATE_STREAM_DELIVERY_URL"] = "https://customer-env.cloudflarestream.com"
 	e["STREAMGATE_STREAM_SIGNING_KEY_ID"] = "kid-env"
+	e["STREAMGATE_LEDGER_DRIVER"] = "postgres"
+	e["STREAMGATE_LEDGER_DSN"] = "postgres://streamgate@db.internal/streamgate"
 	e["STREAMGATE_LEDGER_PATH"] = "/var/lib/streamgate/ledger.db"
 	c, err := Parse([]byte(minimalYAML+"listen: 127.0.0.1:1\nlog: {level: warn}\n"), e.get)
 	if err != nil {
@@ -136,6 +138,8 @@ func TestEnvOverrides(t *testing.T) {
 		{"stream.account_id", c.Stream.AccountID, "acc-env"},
 		{"stream.delivery_url", c.Stream.DeliveryURL, "https://customer-env.cloudflarestream.com"},
 		{"stream.signing_key_id", c.Stream.SigningKeyID, "kid-env"},
+		{"ledger.driver", c.Ledger.Driver, "postgres"},
+		{"ledger.dsn", string(c.Ledger.DSN.Bytes()), "postgres://streamgate@db.internal/streamgate"},
 		{"ledger.path", c.Ledger.Path, "/var/lib/streamgate/ledger.db"},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/streamgate/streamgate/stream"
 )
 
@@ -97,14 +99,7 @@ func (c *Config) Validate(getenv func(string) string) error {
 	p.positive("metering.resume_window", c.Metering.ResumeWindow)
 	p.positive("metering.checkpoint_every", c.Metering.CheckpointEvery)
 
-	switch c.Ledger.Driver {
-	case "sqlite":
-	case "postgres", "postgresql", "pgx":
-		p.addf("ledger.driver", "%s is not supported yet; use sqlite", c.Ledger.Driver)
-	default:
-		p.addf("ledger.driver", "%q: want sqlite", c.Ledger.Driver)
-	}
-	p.required("ledger.path", c.Ledger.Path)
+	c.validateLedger(p, getenv)
 
 	p.oneOf("log.level", c.Log.Level, logLevels)
 	p.oneOf("log.format", c.Log.Format, logFormats)
@@ -113,6 +108,25 @@ func (c *Config) Validate(getenv func(string) string) error {
 		return p.list
 	}
 	return nil
+}
+
+func (c *Config) validateLedger(p *problems, getenv func(string) string) {
+	l := &c.Ledger
+	if !p.oneOf("ledger.driver", l.Driver, ledgerDrivers) {
+		return
+	}
+	switch l.Driver {
+	case "sqlite":
+		p.required("ledger.path", l.Path)
+	case "postgres":
+		if p.secret("ledger.dsn", &l.DSN, getenv) {
+			// pgx's message hides the password it can find; the DSN is a secret.
+			if _, err := pgxpool.ParseConfig(string(l.DSN.Bytes())); err != nil {
+				p.add("ledger.dsn", err)
+			}
+		}
+		p.positive("ledger.stale_after", l.StaleAfter)
+	}
 }
 
 func (c *Config) validateStream(p *problems, getenv func(string) string) {

@@ -62,6 +62,7 @@ metering:
 ledger:
   driver: postgres
   path: ""
+  stale_after: 0s
 log:
   level: loud
   format: xml
@@ -106,8 +107,8 @@ log:
 		"metering.mode",
 		"metering.resume_window",
 		"metering.checkpoint_every",
-		"ledger.driver",
-		"ledger.path",
+		"ledger.dsn",
+		"ledger.stale_after",
 		"log.level",
 		"log.format",
 	}
@@ -115,7 +116,7 @@ log:
 		t.Errorf("problems at\n%q\nwant\n%q\n%v", got, want, err)
 	}
 	for _, msg := range []string{
-		"ledger.driver: postgres is not supported yet",
+		"ledger.dsn: environment variable STREAMGATE_LEDGER_DSN is empty or unset",
 		`default_plan: "gold" is not in plans (have free)`,
 		"policy.countries.block[0]: FR is also in policy.countries.allow",
 		`links.grant_keys[0].id: "k/1": want 1 to 64 of A-Za-z0-9_-`,
@@ -126,6 +127,64 @@ log:
 	}
 	if !strings.HasPrefix(err.Error(), "42 problems:\n  listen: ") {
 		t.Errorf("error starts %q", strings.SplitN(err.Error(), "\n", 3)[:2])
+	}
+}
+
+func TestValidateLedger(t *testing.T) {
+	tests := []struct {
+		name   string
+		ledger string
+		env    map[string]string
+		want   []string
+		msg    string
+	}{
+		{name: "sqlite", ledger: "{driver: sqlite, path: /var/lib/streamgate/ledger.db}"},
+		{name: "sqlite needs a path", ledger: `{driver: sqlite, path: ""}`, want: []string{"ledger.path"}},
+		{name: "sqlite ignores the dsn", ledger: "{driver: sqlite, dsn: {env: NOT_SET}}"},
+		{name: "postgres", ledger: `{driver: postgres, path: "", dsn: {value: "postgres://sg:pw@db:5432/sg?sslmode=require"}}`},
+		{name: "postgres key=value dsn", ledger: `{driver: postgres, dsn: {value: "host=db user=sg dbname=sg"}, stale_after: 5m}`},
+		{
+			name: "postgres dsn from the default variable", ledger: "{driver: postgres}",
+			env: map[string]string{"STREAMGATE_LEDGER_DSN": "postgres://sg@db/sg"},
+		},
+		{
+			name: "postgres needs a dsn", ledger: "{driver: postgres}", want: []string{"ledger.dsn"},
+			msg: "ledger.dsn: environment variable STREAMGATE_LEDGER_DSN is empty or unset",
+		},
+		{
+			name: "postgres dsn that does not parse", ledger: `{driver: postgres, dsn: {value: "postgres://sg:hunter2@db:notaport/sg"}}`,
+			want: []string{"ledger.dsn"}, msg: "ledger.dsn: cannot parse",
+		},
+		{name: "postgres stale_after", ledger: `{driver: postgres, dsn: {value: "postgres://db/sg"}, stale_after: 0s}`, want: []string{"ledger.stale_after"}},
+		{name: "unknown driver", ledger: "{driver: mysql}", want: []string{"ledger.driver"}, msg: `ledger.driver: "mysql": want sqlite or postgres`},
+		{name: "postgres spelled otherwise", ledger: "{driver: postgresql}", want: []string{"ledger.driver"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := goodEnv()
+			for k, v := range tt.env {
+				e[k] = v
+			}
+			c, err := Parse([]byte(minimalYAML+"ledger: "+tt.ledger+"\n"), e.get)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Ledger.Driver == "postgres" && len(c.Ledger.DSN.Bytes()) == 0 {
+					t.Error("ledger.dsn is not resolved")
+				}
+				return
+			}
+			if got := problemKeys(t, err); !slices.Equal(got, tt.want) {
+				t.Errorf("problems at %q, want %q: %v", got, tt.want, err)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("got %v, want %q", err, tt.msg)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error shows the dsn's password: %v", err)
+			}
+		})
 	}
 }
 

@@ -46,6 +46,9 @@ type Meter struct {
 	ledger Ledger
 	cfg    MeterConfig
 	sizes  sync.Map // sizeKey → int64 file size in bytes
+	// open holds the deliveries this meter reserved and has not tried to settle
+	// yet, by ID: the ones its heartbeat keeps alive in a shared ledger.
+	open sync.Map // string → *Delivery
 }
 
 type sizeKey struct {
@@ -178,6 +181,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	}
 	d.total.Store(m.size(req.Video, req.Type))
 	d.cpAt.Store(now.UnixNano())
+	d.beatAt.Store(now.UnixNano())
 	err := m.ledger.Reserve(ctx, OpenDelivery{
 		ID:          d.id,
 		DownloadID:  downloadID,
@@ -206,6 +210,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		}
 		return nil, fmt.Errorf("start delivery: %w", err)
 	}
+	m.open.Store(d.id, d)
 	if !starts {
 		if err := m.ledger.TouchDownload(ctx, downloadID, now); err != nil {
 			m.cfg.Logger.Warn("touch download", zap.String("download_id", downloadID), zap.Error(err))
@@ -224,6 +229,7 @@ func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
 	if err != nil {
 		return Settled{}, err
 	}
+	defer m.open.Delete(d.id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Settlement{Status: "direct_link", At: m.cfg.Now()}
@@ -234,7 +240,8 @@ func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
 	}
 	st, err := m.ledger.Settle(ctx, d.id, s)
 	if err != nil {
-		// The row stays open and the next start's Recover releases it.
+		// The row stays open and recovery releases it: the next start's, or on a
+		// shared ledger a reaper's once the row is stale.
 		return Settled{}, fmt.Errorf("charge link: %w", err)
 	}
 	d.done, d.settled, d.reserved = true, st, 0
@@ -254,13 +261,100 @@ func (m *Meter) Usage(ctx context.Context, user, plan string, limit float64) (Us
 
 // Recover settles the deliveries a previous process left open, from their last
 // checkpoints, and logs a "billable download" line for each with status
-// "recovered". Call it once at start-up, before serving.
+// "recovered". Call it once at start-up, before serving. On a [Shared] ledger it
+// settles only the deliveries no replica has written for the stale threshold;
+// [Meter.RunReaper] settles the rest when they go stale.
 func (m *Meter) Recover(ctx context.Context) ([]Settled, error) {
 	out, err := m.ledger.Recover(ctx, m.cfg.Now())
 	for _, s := range out {
 		m.logSettled(s)
 	}
 	return out, err
+}
+
+// Heartbeat records in the ledger, at the meter's clock and in one call, that
+// this meter still meters its open deliveries whose rows nothing wrote for idle or
+// longer (no checkpoint: a stalled client, a slow upstream, headers not yet in).
+// [Meter.RunReaper] calls it every interval.
+func (m *Meter) Heartbeat(ctx context.Context, idle time.Duration) error {
+	now := m.cfg.Now()
+	cut := now.Add(-idle).UnixNano()
+	var ids []string
+	var ds []*Delivery
+	m.open.Range(func(_, v any) bool {
+		if d := v.(*Delivery); d.beatAt.Load() <= cut {
+			ids, ds = append(ids, d.id), append(ds, d)
+		}
+		return true
+	})
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := m.ledger.Heartbeat(ctx, ids, now); err != nil {
+		return err
+	}
+	for _, d := range ds {
+		d.beat(now.UnixNano())
+	}
+	return nil
+}
+
+// RunReaper keeps recovery going on a [Shared] ledger until ctx ends. Every
+// interval it heartbeats this meter's open deliveries that nothing wrote during
+// the interval, so that no replica takes them for abandoned, then settles, from
+// their last checkpoints, the deliveries no replica has written for the ledger's
+// stale threshold (those of replicas that died and did not come back), logging a
+// "billable download" line with status "recovered" for each. Run it on every
+// replica, for as long as it serves.
+//
+// A live delivery's row may be up to two intervals old, so every is shortened to
+// a third of the stale threshold when longer; every <= 0 is a quarter of it. On a
+// ledger that is not Shared, RunReaper returns at once: its Recover settles every
+// open delivery, the process's own live ones included, so it runs only at start.
+func (m *Meter) RunReaper(ctx context.Context, every time.Duration) {
+	shared, ok := m.ledger.(Shared)
+	if !ok {
+		m.cfg.Logger.Debug("ledger is not shared: open deliveries are recovered at start only")
+		return
+	}
+	stale := shared.StaleAfter()
+	switch {
+	case every <= 0:
+		every = stale / 4
+	case every > stale/3:
+		m.cfg.Logger.Warn("reaper interval shortened to a third of the ledger's stale threshold",
+			zap.Duration("interval", every), zap.Duration("stale_after", stale), zap.Duration("using", stale/3))
+		every = stale / 3
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.reap(ctx, every)
+	}
+}
+
+// reap is one round of RunReaper.
+func (m *Meter) reap(ctx context.Context, every time.Duration) {
+	hctx, cancel := context.WithTimeout(ctx, m.cfg.LedgerTimeout)
+	err := m.Heartbeat(hctx, every)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		m.cfg.Logger.Warn("heartbeat open deliveries", zap.Error(err))
+	}
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.LedgerTimeout)
+	out, err := m.Recover(rctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		m.cfg.Logger.Warn("recover abandoned deliveries", zap.Int("recovered", len(out)), zap.Error(err))
+	}
+	if len(out) > 0 {
+		m.cfg.Logger.Info("settled deliveries abandoned by another process", zap.Int("deliveries", len(out)))
+	}
 }
 
 func (m *Meter) size(video string, t stream.DownloadType) int64 {
@@ -305,6 +399,7 @@ type Delivery struct {
 	cpBytes atomic.Int64 // bytes at the last checkpoint
 	cpAt    atomic.Int64 // time of the last checkpoint, Unix nanoseconds
 	cpBusy  atomic.Bool
+	beatAt  atomic.Int64 // last time the ledger row was written, Unix nanoseconds
 
 	mu       sync.Mutex
 	reserved float64 // minutes, guarded by mu
@@ -404,11 +499,24 @@ func (d *Delivery) Add(n int64) {
 	b = d.bytes.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.proportionalMinutes(b)); err != nil {
+	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.proportionalMinutes(b), time.Unix(0, now)); err != nil {
 		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
+	} else {
+		d.beat(now)
 	}
 	d.cpBytes.Store(b)
 	d.cpAt.Store(now)
+}
+
+// beat records that the delivery's ledger row was written at at (Unix
+// nanoseconds), never moving the record back.
+func (d *Delivery) beat(at int64) {
+	for {
+		cur := d.beatAt.Load()
+		if cur >= at || d.beatAt.CompareAndSwap(cur, at) {
+			return
+		}
+	}
 }
 
 // proportionalMinutes is what b bytes bill in proportional mode: duration × b /
@@ -455,6 +563,9 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 	if d.done {
 		return d.settled, nil
 	}
+	// From the first attempt on, the heartbeat leaves the row alone: should this
+	// settlement fail, the row goes stale and a reaper settles it.
+	d.m.open.Delete(d.id)
 	b := d.bytes.Load()
 	if abort || d.noBill.Load() {
 		b = 0
@@ -478,6 +589,14 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 		return Settled{}, err
 	}
 	d.done, d.settled, d.reserved = true, st, 0
+	if st.Status != s.Status {
+		// Recovered by a replica that took this one for gone: that replica logged
+		// the billable line; the bytes sent since the last checkpoint go unbilled.
+		d.m.cfg.Logger.Warn("delivery was settled elsewhere while its body was open",
+			zap.String("delivery_id", d.id), zap.String("user", d.req.User), zap.String("video", d.req.Video),
+			zap.String("status", st.Status), zap.Int64("bytes", b), zap.Int64("bytes_billed", st.Bytes))
+		return st, nil
+	}
 	if abort {
 		d.m.cfg.Logger.Debug("delivery aborted", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
 			zap.String("video", d.req.Video), zap.String("reason", reason))

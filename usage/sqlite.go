@@ -91,30 +91,42 @@ func (l *SQLite) migrate(ctx context.Context) error {
 	)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	names, err := fs.Glob(sqliteMigrations, "migrations/sqlite/*.sql")
+	ms, err := migrationFiles(sqliteMigrations, "migrations/sqlite")
 	if err != nil {
 		return err
 	}
-	type migration struct {
-		version int
-		name    string
+	for _, m := range ms {
+		if err := l.apply(ctx, m.version, m.path); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// migration is one embedded migration file.
+type migration struct {
+	version int    // the number before "_" in the file name
+	name    string // the file name
+	path    string // the path in the embedded file system
+}
+
+// migrationFiles lists the .sql files in dir of fsys, ordered by version.
+func migrationFiles(fsys fs.FS, dir string) ([]migration, error) {
+	names, err := fs.Glob(fsys, dir+"/*.sql")
+	if err != nil {
+		return nil, err
 	}
 	var ms []migration
 	for _, n := range names {
 		base := path.Base(n)
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
-			return fmt.Errorf("migration %s: file name must start with a version number", base)
+			return nil, fmt.Errorf("migration %s: file name must start with a version number", base)
 		}
-		ms = append(ms, migration{v, n})
+		ms = append(ms, migration{version: v, name: base, path: n})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for _, m := range ms {
-		if err := l.apply(ctx, m.version, m.name); err != nil {
-			return fmt.Errorf("migration %s: %w", path.Base(m.name), err)
-		}
-	}
-	return nil
+	return ms, nil
 }
 
 func (l *SQLite) apply(ctx context.Context, version int, name string) error {
@@ -267,8 +279,9 @@ func (l *SQLite) Adjust(ctx context.Context, deliveryID string, reserved float64
 	return nil
 }
 
-// Checkpoint implements [Ledger].
-func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64) error {
+// Checkpoint implements [Ledger]. at is not kept: one process owns the file, so
+// no other process needs to tell its live deliveries from abandoned ones.
+func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error {
 	_, err := l.db.ExecContext(ctx, `UPDATE deliveries SET bytes = ?, minutes_micro = ?
 		WHERE id = ? AND settled_at IS NULL AND bytes <= ?`,
 		bytes, toMicro(minutes), deliveryID, bytes)
@@ -277,6 +290,10 @@ func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64,
 	}
 	return nil
 }
+
+// Heartbeat implements [Ledger]. It does nothing: one process owns the file, and
+// [SQLite.Recover] runs before it serves.
+func (l *SQLite) Heartbeat(ctx context.Context, ids []string, at time.Time) error { return nil }
 
 // Settle implements [Ledger].
 func (l *SQLite) Settle(ctx context.Context, deliveryID string, s Settlement) (Settled, error) {
@@ -335,7 +352,10 @@ func settleTx(ctx context.Context, tx *sql.Tx, cur delivery, s Settlement) error
 	return err
 }
 
-// Recover implements [Ledger].
+// Recover implements [Ledger]. It settles every open delivery: the file belongs
+// to one process, so whatever is open when that process starts was left by its
+// previous run. It must not be called while deliveries are being served, and
+// [Meter.RunReaper] never calls it.
 func (l *SQLite) Recover(ctx context.Context, now time.Time) ([]Settled, error) {
 	rows, err := l.db.QueryContext(ctx, `SELECT id FROM deliveries WHERE settled_at IS NULL ORDER BY opened_at, id`)
 	if err != nil {

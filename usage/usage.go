@@ -13,6 +13,47 @@
 // flow, so that after a crash [Ledger.Recover] settles what was open from its last
 // checkpoint.
 //
+// # Stores
+//
+// [SQLite] is the embedded store, one file for one process. [Postgres] is the
+// store several replicas share: quota checks are conditional UPDATEs that
+// PostgreSQL evaluates under the quota row's lock, so the replicas together can
+// never overspend a quota, and settlement locks the delivery row, so it happens
+// once whichever replica attempts it.
+//
+// # Recovery
+//
+// A delivery left open by a process that died still holds its reservation; it
+// must be settled from its last checkpoint and the rest released. With one
+// process (SQLite), whatever is open at start was left by the previous run, so
+// [Meter.Recover] at start settles every open delivery.
+//
+// With replicas sharing a ledger ([Shared]), an open row may be another
+// replica's live delivery, so liveness is recorded in the row itself: every
+// delivery row carries checkpoint_at, the last time its meter wrote it. It is
+// written when the delivery is reserved, at each checkpoint while bytes flow, and
+// by a heartbeat that [Meter.RunReaper] sends every interval, in one statement,
+// for the meter's open deliveries that nothing else wrote during the interval
+// (a stalled client, a slow upstream, headers not yet in). A live delivery's row
+// is therefore never older than about two intervals. [Postgres.Recover] settles
+// only open rows whose checkpoint_at is older than the stale threshold
+// ([StaleAfter], default 2 minutes), re-checking under the row lock so that a row
+// written meanwhile is left alone, and skipping rows another replica holds
+// locked. A replica that starts recovers what the others abandoned long enough
+// ago, never their live deliveries; and as every replica runs RunReaper, the
+// deliveries of a replica that dies and never returns are settled by the others
+// within the stale threshold plus one interval, each logged once, as a "billable
+// download" line with status "recovered".
+//
+// Times in rows come from the replicas' clocks (the Meter's Now), so the stale
+// threshold must exceed two heartbeat intervals plus the clock skew between
+// replicas; RunReaper shortens an interval longer than a third of the threshold.
+// A delivery whose settlement failed stops being heartbeated, so the reapers
+// settle it from its last checkpoint. A replica cut off from the database for
+// longer than the threshold may find its deliveries recovered by the others; its
+// own settlement then returns the recovered row, logs a warning and bills
+// nothing twice.
+//
 // Minutes are exposed as float64 and stored as integer micro-minutes, so that sums
 // over many deliveries are exact.
 package usage
@@ -121,18 +162,26 @@ type Ledger interface {
 	// always succeeds; raising is checked against the limit given to Reserve and
 	// may return a *QuotaError, leaving the reservation as it was.
 	Adjust(ctx context.Context, deliveryID string, reserved float64) error
-	// Checkpoint records an open delivery's progress: body bytes delivered so far
-	// and the minutes they bill. It never lowers the recorded bytes, and is a no-op
-	// on a settled delivery.
-	Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64) error
+	// Checkpoint records an open delivery's progress at at: body bytes delivered so
+	// far and the minutes they bill. It never lowers the recorded bytes, and is a
+	// no-op on a settled or unknown delivery. A shared ledger also keeps at as the
+	// row's last sign of life.
+	Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error
+	// Heartbeat records at as the last sign of life of the open deliveries ids,
+	// which the calling process is still metering; settled and unknown IDs are
+	// ignored. A ledger one process owns may do nothing.
+	Heartbeat(ctx context.Context, ids []string, at time.Time) error
 	// Settle bills s.Minutes (plus the delivery's once-per-download minutes when
 	// s.Once and its download has not been billed them yet), releases the whole
 	// reservation and closes the row. Settling a settled delivery changes nothing
 	// and returns the row as it was settled.
 	Settle(ctx context.Context, deliveryID string, s Settlement) (Settled, error)
-	// Recover settles every open delivery from its last checkpoint with status
-	// "recovered", at now, and returns what it settled. Called once at start-up,
-	// before any delivery starts.
+	// Recover settles the open deliveries no process is metering any more, from
+	// their last checkpoints, with status "recovered", at now, and returns what it
+	// settled. A ledger one process owns settles every open delivery, and is
+	// called once at start-up, before any delivery starts; a [Shared] ledger
+	// settles only those untouched for its stale threshold, and may be called by
+	// any replica at any time.
 	Recover(ctx context.Context, now time.Time) ([]Settled, error)
 	// Usage is the user's used and reserved minutes in period; the limit fields
 	// are left for the caller, who knows the plan.
@@ -148,6 +197,18 @@ type Ledger interface {
 	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+}
+
+// Shared is a [Ledger] that several processes use at once. Its Recover settles
+// only the open deliveries whose rows no process has written (reserved,
+// checkpointed or heartbeated) for StaleAfter, so that it is safe to call while
+// deliveries are served; each process keeps its own deliveries' rows fresh with
+// [Meter.RunReaper].
+type Shared interface {
+	Ledger
+	// StaleAfter is how long an open delivery's row may go unwritten before
+	// Recover takes its process for gone.
+	StaleAfter() time.Duration
 }
 
 // OpenDelivery is a delivery as it is reserved, before its first byte.

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 		{"Adjust", testAdjust},
 		{"OncePerDownload", testOncePerDownload},
 		{"CheckpointAndRecover", testCheckpointRecover},
+		{"Heartbeat", testHeartbeat},
 		{"ConcurrentReserve", testConcurrentReserve},
 		{"FindAndTouchDownload", testFindDownload},
 		{"Report", testReport},
@@ -164,7 +165,7 @@ func testSettleIdempotent(t *testing.T, l usage.Ledger) {
 		t.Fatalf("second Settle = %+v, want the first %+v", again, first)
 	}
 	WantUsage(t, l, "alice", p, 6, 0)
-	if err := l.Checkpoint(ctx(), d.ID, 5000, 8); err != nil {
+	if err := l.Checkpoint(ctx(), d.ID, 5000, 8, T0.Add(2*time.Minute)); err != nil {
 		t.Fatalf("Checkpoint after Settle: %v", err)
 	}
 	if err := l.Adjust(ctx(), d.ID, 1); !errors.Is(err, usage.ErrSettled) {
@@ -351,7 +352,7 @@ func testCheckpointRecover(t *testing.T, l usage.Ledger) {
 		{prop.ID, 2000, 4}, // late and lower: ignored
 		{per.ID, 700, 0},
 	} {
-		if err := l.Checkpoint(ctx(), c.id, c.bytes, c.minutes); err != nil {
+		if err := l.Checkpoint(ctx(), c.id, c.bytes, c.minutes, T0.Add(time.Minute)); err != nil {
 			t.Fatalf("Checkpoint(%s): %v", c.id, err)
 		}
 	}
@@ -390,6 +391,38 @@ func testCheckpointRecover(t *testing.T, l usage.Ledger) {
 	if again, err := l.Recover(ctx(), now); err != nil || len(again) != 0 {
 		t.Fatalf("second Recover = %v, %v; want nothing", again, err)
 	}
+}
+
+func testHeartbeat(t *testing.T, l usage.Ledger) {
+	p := usage.Period(T0)
+	live := Open("alice", 10)
+	done := Open("alice", 5)
+	mustReserve(t, l, live, 100)
+	mustReserve(t, l, done, 100)
+	mustSettle(t, l, done.ID, usage.Settlement{Status: "complete", Bytes: 50, Minutes: 5})
+	if err := l.Checkpoint(ctx(), live.ID, 400, 4, T0.Add(time.Second)); err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	if err := l.Heartbeat(ctx(), nil, T0.Add(time.Minute)); err != nil {
+		t.Fatalf("Heartbeat of nothing: %v", err)
+	}
+	// Settled and unknown IDs are ignored; progress and quota are untouched.
+	if err := l.Heartbeat(ctx(), []string{live.ID, done.ID, "nope"}, T0.Add(time.Minute)); err != nil {
+		t.Fatalf("Heartbeat: %v", err)
+	}
+	WantUsage(t, l, "alice", p, 5, 10)
+	now := T0.Add(time.Hour)
+	got, err := l.Recover(ctx(), now)
+	if err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if len(got) != 1 || got[0].DeliveryID != live.ID || got[0].Bytes != 400 || !near(got[0].Minutes, 4) {
+		t.Fatalf("Recover = %+v, want %s with its checkpoint of 400 bytes and 4 minutes", got, live.ID)
+	}
+	if st := mustSettle(t, l, done.ID, usage.Settlement{Status: "shutdown"}); st.Status != "complete" || st.Bytes != 50 {
+		t.Fatalf("heartbeat changed a settled delivery: %+v", st)
+	}
+	WantUsage(t, l, "alice", p, 9, 0)
 }
 
 func testConcurrentReserve(t *testing.T, l usage.Ledger) {
@@ -542,8 +575,11 @@ func testUnknown(t *testing.T, l usage.Ledger) {
 	if _, err := l.Settle(ctx(), "nope", usage.Settlement{Status: "complete"}); !errors.Is(err, usage.ErrNotFound) {
 		t.Fatalf("Settle of an unknown delivery = %v, want ErrNotFound", err)
 	}
-	if err := l.Checkpoint(ctx(), "nope", 1, 1); err != nil {
+	if err := l.Checkpoint(ctx(), "nope", 1, 1, T0); err != nil {
 		t.Fatalf("Checkpoint of an unknown delivery = %v, want a no-op", err)
+	}
+	if err := l.Heartbeat(ctx(), []string{"nope"}, T0); err != nil {
+		t.Fatalf("Heartbeat of an unknown delivery = %v, want a no-op", err)
 	}
 	if err := l.Reserve(ctx(), usage.OpenDelivery{User: "alice"}, -1); err == nil {
 		t.Fatal("Reserve of a delivery without an ID succeeded")
