@@ -41,6 +41,7 @@ type Config struct {
 
 	Metering Metering `yaml:"metering"`
 	Ledger   Ledger   `yaml:"ledger"`
+	Redis    Redis    `yaml:"redis"`
 	Log      Log      `yaml:"log"`
 }
 
@@ -250,6 +251,21 @@ type Ledger struct {
 	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
+// Redis, when Addr is set, holds the rate limits every replica shares (GCRA);
+// without it each process limits on its own. A Redis outage falls back to the
+// per-process limits rather than failing requests.
+type Redis struct {
+	// Addr is host:port of the Redis server; "" keeps rate limits in memory.
+	// Default "".
+	Addr string `yaml:"addr"`
+	// Password is the Redis AUTH password; optional. Default none.
+	Password Secret `yaml:"password"`
+	// DB is the Redis database number. Default 0.
+	DB int `yaml:"db"`
+	// KeyPrefix starts every key streamgate writes. Default "streamgate:".
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
 // Log is the process log.
 type Log struct {
 	// Level is "debug", "info", "warn" or "error". Default "info".
@@ -319,7 +335,8 @@ func Default() Config {
 			DSN:        Secret{Env: "STREAMGATE_LEDGER_DSN"},
 			StaleAfter: 2 * time.Minute,
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Redis: Redis{KeyPrefix: "streamgate:"},
+		Log:   Log{Level: "info", Format: "json"},
 	}
 }
 

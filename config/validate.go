@@ -100,6 +100,7 @@ func (c *Config) Validate(getenv func(string) string) error {
 	p.positive("metering.checkpoint_every", c.Metering.CheckpointEvery)
 
 	c.validateLedger(p, getenv)
+	c.validateRedis(p, getenv)
 
 	p.oneOf("log.level", c.Log.Level, logLevels)
 	p.oneOf("log.format", c.Log.Format, logFormats)
@@ -127,6 +128,24 @@ func (c *Config) validateLedger(p *problems, getenv func(string) string) {
 		}
 		p.positive("ledger.stale_after", l.StaleAfter)
 	}
+}
+
+func (c *Config) validateRedis(p *problems, getenv func(string) string) {
+	r := &c.Redis
+	if r.Addr == "" {
+		if r.Password.IsSet() || r.DB != 0 {
+			p.addf("redis.addr", "password and db are set but addr is empty")
+		}
+		return
+	}
+	p.hostPort("redis.addr", r.Addr)
+	if r.Password.IsSet() {
+		p.secret("redis.password", &r.Password, getenv)
+	}
+	if r.DB < 0 {
+		p.addf("redis.db", "%d: must be 0 or more", r.DB)
+	}
+	p.required("redis.key_prefix", r.KeyPrefix)
 }
 
 func (c *Config) validateStream(p *problems, getenv func(string) string) {

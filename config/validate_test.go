@@ -375,3 +375,40 @@ func TestListen(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateRedis(t *testing.T) {
+	tests := []struct {
+		name  string
+		redis string
+		want  []string
+	}{
+		{name: "unset keeps limits in memory", redis: "{}"},
+		{name: "addr", redis: `{addr: "127.0.0.1:6379"}`},
+		{name: "addr with password and db", redis: `{addr: "redis.internal:6379", password: {value: "s3cret"}, db: 2}`},
+		{name: "bad addr", redis: `{addr: "redis.internal"}`, want: []string{"redis.addr"}},
+		{name: "password without addr", redis: `{password: {value: "s3cret"}}`, want: []string{"redis.addr"}},
+		{name: "negative db", redis: `{addr: "127.0.0.1:6379", db: -1}`, want: []string{"redis.db"}},
+		{name: "empty prefix", redis: `{addr: "127.0.0.1:6379", key_prefix: ""}`, want: []string{"redis.key_prefix"}},
+		{name: "password env unset", redis: `{addr: "127.0.0.1:6379", password: {env: NOT_SET}}`, want: []string{"redis.password"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(minimalYAML+"redis: "+tt.redis+"\n"), goodEnv().get)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Redis.Password.IsSet() && len(c.Redis.Password.Bytes()) == 0 {
+					t.Error("redis.password is not resolved")
+				}
+				return
+			}
+			if got := problemKeys(t, err); !slices.Equal(got, tt.want) {
+				t.Errorf("problems at %q, want %q: %v", got, tt.want, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
