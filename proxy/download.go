@@ -188,8 +188,10 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 
 // billingRange reads the request's single byte range for the meter: -1, -1 when
 // there is none. An unusable Range header is removed so Stream serves, and the meter
-// bills, the whole file. A suffix range (bytes=-N) is a range that does not start at
-// byte 0, so it is reported as starting at 1 with an open end.
+// bills, the whole file. A suffix range (bytes=-N) is billed as a whole-file
+// request: it says nothing about where it starts until Stream answers, and
+// letting it continue an earlier download would hand out a whole file for free
+// in per-download mode (bytes=-HUGE).
 func billingRange(r *http.Request) (start, end int64) {
 	h := r.Header.Get("Range")
 	if h == "" {
@@ -211,7 +213,7 @@ func billingRange(r *http.Request) (start, end int64) {
 			r.Header.Del("Range")
 			return -1, -1
 		}
-		return 1, -1
+		return -1, -1
 	}
 	a, err := strconv.ParseInt(first, 10, 64)
 	if err != nil || a < 0 {

@@ -85,18 +85,22 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	exp := now.Add(s.cfg.LinkTTL)
 	var link string
 	if s.cfg.LinkMode == "direct" {
-		// Stream serves these bytes straight to the user, so the link is billed
-		// in full now; a link the quota cannot cover is not handed out.
-		_, err = s.Meter.Charge(r.Context(), usage.StartRequest{
-			User: id.UserID, Plan: planName, LimitMinutes: plan.MinutesPerMonth,
-			Video: uid, Type: typ, Duration: info.Video.Duration,
-			Country: ri.country, ClientIP: addrString(ri.clientIP), RequestID: ri.id,
-		})
-		if err != nil {
-			writeError(w, r, s.quotaError(err))
-			return
-		}
+		// The link is made before it is billed, so a link that cannot be made
+		// costs nothing.
 		link, err = s.directLink(r, uid, typ, req.Filename, exp)
+		if err == nil {
+			// Stream serves these bytes straight to the user, so the link is
+			// billed in full now; a link the quota cannot cover is not handed out.
+			_, err = s.Meter.Charge(r.Context(), usage.StartRequest{
+				User: id.UserID, Plan: planName, LimitMinutes: plan.MinutesPerMonth,
+				Video: uid, Type: typ, Duration: info.Video.Duration,
+				Country: ri.country, ClientIP: addrString(ri.clientIP), RequestID: ri.id,
+			})
+			if err != nil {
+				writeError(w, r, s.quotaError(err))
+				return
+			}
+		}
 	} else {
 		link, err = s.proxyLink(r, id, planName, uid, typ, req.Filename, exp)
 	}

@@ -124,6 +124,11 @@ func (s *Server) newReverseProxy() http.Handler {
 			up := r.Context().Value(upstreamKey).(*upstream)
 			up.err = err
 			up.headersOK = false
+			// The problem body is the gateway's, not Stream's: it must not be
+			// counted as delivered, or Abort would bill it as a download.
+			if mw, ok := w.(*meteredWriter); ok {
+				w = mw.ResponseWriter
+			}
 			writeError(w, r, s.upstreamError(r, err))
 		},
 	}

@@ -190,6 +190,7 @@ type bodyWriter struct {
 	minutes float64
 
 	wroteHeader bool
+	billable    bool // the answer is a 200 or 206 body, which Stream bills
 	cut         bool
 	written     int64
 	start       time.Time
@@ -202,6 +203,7 @@ func (b *bodyWriter) WriteHeader(code int) {
 		return
 	}
 	b.wroteHeader = true
+	b.billable = code == http.StatusOK || code == http.StatusPartialContent
 	if b.get && (code == http.StatusOK ||
 		code == http.StatusPartialContent && strings.HasPrefix(b.Header().Get("Content-Range"), "bytes 0-")) {
 		b.e.count(b.key, Stats{DownloadMinutes: b.minutes})
@@ -261,7 +263,7 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 }
 
 func (b *bodyWriter) account(n int) {
-	if n <= 0 {
+	if n <= 0 || !b.billable {
 		return
 	}
 	b.written += int64(n)

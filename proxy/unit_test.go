@@ -1,0 +1,294 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamgate/streamgate/stream"
+)
+
+// A JWT-shaped string, as Stream tokens and portal tokens are.
+const sampleJWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImFiYyJ9.eyJzdWIiOiIwYTBhIn0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
+
+// A grant-shaped string: payload.kid.mac.
+const sampleGrant = "eyJ1IjoiYWxpY2UiLCJ2IjoiMGEwYSJ9.g1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+func TestRedactPath(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, in, want string }{
+		{"link", "/dl/" + sampleGrant + "/default.mp4", "/dl/[redacted]/default.mp4"},
+		{"link without file", "/dl/" + sampleGrant, "/dl/[redacted]"},
+		{"short link segment", "/dl/x/audio.m4a", "/dl/[redacted]/audio.m4a"},
+		{"authenticated route", "/v1/videos/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a/downloads/default.mp4", "/v1/videos/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a/downloads/default.mp4"},
+		{"token in a path", "/" + sampleJWT + "/downloads/default.mp4", "/[redacted]/downloads/default.mp4"},
+		{"grant outside /dl/", "//dl/" + sampleGrant + "/default.mp4", "//dl/[redacted]/default.mp4"},
+		{"health", "/healthz", "/healthz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := redactPath(tt.in); got != tt.want {
+				t.Errorf("redactPath(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactText(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"no dots", "connection refused", "connection refused"},
+		{"address", "dial tcp 127.0.0.1:8080: connect: connection refused", "dial tcp 127.0.0.1:8080: connect: connection refused"},
+		{"short dotted words", "file a.b.c and v1.2.3", "file a.b.c and v1.2.3"},
+		{"two parts only", strings.Repeat("a", 40) + "." + strings.Repeat("b", 40), strings.Repeat("a", 40) + "." + strings.Repeat("b", 40)},
+		{"url", `Get "https://customer-x.cloudflarestream.com/` + sampleJWT + `/downloads/default.mp4?filename=a": EOF`,
+			`Get "https://customer-x.cloudflarestream.com/[redacted]/downloads/default.mp4?filename=a": EOF`},
+		{"query", "token=" + sampleJWT + "&x=1", "token=[redacted]&x=1"},
+		{"alone", sampleJWT, "[redacted]"},
+		{"grant", "bad grant " + sampleGrant + " at end", "bad grant [redacted] at end"},
+		{"two tokens", sampleJWT + " " + sampleJWT, "[redacted] [redacted]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := redactText(tt.in); got != tt.want {
+				t.Errorf("redactText(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// billingRangeTests is the table of TestBillingRange and the seeds of its fuzz target.
+var billingRangeTests = []struct {
+	name       string
+	header     string
+	start, end int64
+	kept       bool // the Range header is still on the request
+}{
+	{"none", "", -1, -1, false},
+	{"open", "bytes=100-", 100, -1, true},
+	{"from zero", "bytes=0-", 0, -1, true},
+	{"closed", "bytes=10-19", 10, 19, true},
+	{"one byte", "bytes=5-5", 5, 5, true},
+	{"spaces", "bytes= 7-", 7, -1, true},
+	{"suffix", "bytes=-500", -1, -1, true},
+	{"suffix zero", "bytes=-0", -1, -1, false},
+	{"suffix garbage", "bytes=-x", -1, -1, false},
+	{"reversed", "bytes=20-10", -1, -1, false},
+	{"several", "bytes=0-1,5-6", -1, -1, false},
+	{"other unit", "items=0-1", -1, -1, false},
+	{"no dash", "bytes=12", -1, -1, false},
+	{"negative", "bytes=-5-", -1, -1, false},
+	{"letters", "bytes=a-b", -1, -1, false},
+	{"bad end", "bytes=1-z", -1, -1, false},
+	{"huge", "bytes=99999999999999999999-", -1, -1, false},
+}
+
+func TestBillingRange(t *testing.T) {
+	t.Parallel()
+	for _, tt := range billingRangeTests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			if tt.header != "" {
+				r.Header.Set("Range", tt.header)
+				r.Header.Set("If-Range", `"etag"`)
+			}
+			start, end := billingRange(r)
+			if start != tt.start || end != tt.end {
+				t.Errorf("billingRange(%q) = %d, %d, want %d, %d", tt.header, start, end, tt.start, tt.end)
+			}
+			if kept := r.Header.Get("Range") != ""; kept != tt.kept {
+				t.Errorf("Range kept = %v, want %v", kept, tt.kept)
+			}
+		})
+	}
+}
+
+func FuzzBillingRange(f *testing.F) {
+	for _, tt := range billingRangeTests {
+		f.Add(tt.header)
+	}
+	const size = 1000
+	content := strings.Repeat("x", size)
+	f.Fuzz(func(t *testing.T, h string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header["Range"] = []string{h}
+		start, end := billingRange(r)
+		kept := r.Header.Get("Range") != ""
+		switch {
+		case start < -1 || end < -1:
+			t.Fatalf("billingRange(%q) = %d, %d", h, start, end)
+		case start == -1 && end != -1:
+			t.Fatalf("billingRange(%q) = %d, %d: an end without a start", h, start, end)
+		case end != -1 && end < start:
+			t.Fatalf("billingRange(%q) = %d, %d: end before start", h, start, end)
+		case start == -1 && kept && h != "" && !strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(h, "bytes=")), "-"):
+			// Only a suffix range is kept and billed as a whole-file request.
+			t.Fatalf("billingRange(%q): no range billed but the header was kept", h)
+		case start >= 0 && !kept:
+			t.Fatalf("billingRange(%q) = %d, %d but the header was removed", h, start, end)
+		}
+		if !kept {
+			return
+		}
+		// What Stream serves for the kept header must start where the meter thinks.
+		w := httptest.NewRecorder()
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content))
+		if w.Code != http.StatusPartialContent {
+			return
+		}
+		var a, b, n int64
+		if _, err := fmt.Sscanf(w.Header().Get("Content-Range"), "bytes %d-%d/%d", &a, &b, &n); err != nil {
+			t.Fatalf("Content-Range %q: %v", w.Header().Get("Content-Range"), err)
+		}
+		spec := strings.TrimSpace(strings.TrimPrefix(h, "bytes="))
+		if strings.HasPrefix(spec, "-") {
+			if start != -1 {
+				t.Fatalf("suffix range %q billed from %d, want as a whole-file request", h, start)
+			}
+			return
+		}
+		if a != start {
+			t.Fatalf("range %q: served from %d, billed from %d", h, a, start)
+		}
+		if end != -1 && b != min(end, size-1) {
+			t.Fatalf("range %q: served to %d, billed to %d", h, b, end)
+		}
+	})
+}
+
+func FuzzParseDownload(f *testing.F) {
+	f.Add(uidPublic, "default.mp4", "name", true)
+	f.Add(uidPrivate, "audio.m4a", "", false)
+	f.Add(uidPublic, "default.mp4", "a.b", true)
+	f.Add("ABC", "video.webm", "../x", true)
+	f.Add(uidPublic, "audio.m4a", strings.Repeat("n", 121), true)
+	f.Fuzz(func(t *testing.T, uid, file, filename string, withName bool) {
+		q := url.Values{}
+		if withName {
+			q.Set("filename", filename)
+		}
+		dl, err := parseDownload(uid, file, q)
+		if err != nil {
+			pe, ok := err.(*Error)
+			if !ok || pe.Status != http.StatusBadRequest {
+				t.Fatalf("parseDownload error %v, want a 400 *Error", err)
+			}
+			return
+		}
+		if !stream.ValidUID(dl.video) || dl.video != uid {
+			t.Fatalf("accepted video %q", uid)
+		}
+		if typ, ok := stream.TypeFromFile(file); !ok || typ != dl.typ {
+			t.Fatalf("accepted file %q as %q", file, dl.typ)
+		}
+		if withName != (dl.filename != "") || withName && (!stream.ValidFilename(dl.filename) || dl.filename != filename) {
+			t.Fatalf("accepted filename %q (given %v) as %q", filename, withName, dl.filename)
+		}
+		if strings.ContainsAny(dl.filename, "./\\%") {
+			t.Fatalf("filename %q would reach Stream", dl.filename)
+		}
+	})
+}
+
+func TestParseDownload(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, uid, file string
+		q               url.Values
+		wantErr         string
+	}{
+		{"plain", uidPublic, "default.mp4", nil, ""},
+		{"audio with name", uidPublic, "audio.m4a", url.Values{"filename": {"My_song-1"}}, ""},
+		{"max length", uidPublic, "default.mp4", url.Values{"filename": {strings.Repeat("a", stream.MaxFilenameLen)}}, ""},
+		{"too long", uidPublic, "default.mp4", url.Values{"filename": {strings.Repeat("a", stream.MaxFilenameLen+1)}}, "bad_filename"},
+		{"dot", uidPublic, "default.mp4", url.Values{"filename": {"a.b"}}, "bad_filename"},
+		{"traversal", uidPublic, "default.mp4", url.Values{"filename": {"../x"}}, "bad_filename"},
+		{"empty", uidPublic, "default.mp4", url.Values{"filename": {""}}, "bad_filename"},
+		{"two", uidPublic, "default.mp4", url.Values{"filename": {"a", "b"}}, "bad_filename"},
+		{"space", uidPublic, "default.mp4", url.Values{"filename": {"a b"}}, "bad_filename"},
+		{"uppercase uid", strings.ToUpper(uidPublic), "default.mp4", nil, "bad_video"},
+		{"short uid", "0a0a", "default.mp4", nil, "bad_video"},
+		{"hls", uidPublic, "video.m3u8", nil, "bad_type"},
+		{"mp4 named audio", uidPublic, "audio.mp4", nil, "bad_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseDownload(tt.uid, tt.file, tt.q)
+			got := ""
+			if err != nil {
+				got = err.(*Error).Type
+			}
+			if got != tt.wantErr {
+				t.Errorf("parseDownload error type = %q, want %q (%v)", got, tt.wantErr, err)
+			}
+		})
+	}
+}
+
+func TestDirectRules(t *testing.T) {
+	t.Parallel()
+	gb := netip.MustParseAddr("127.0.0.2")
+	mapped := netip.MustParseAddr("::ffff:127.0.0.2")
+	v6 := netip.MustParseAddr("2001:db8::1")
+	country := func(cc string) []stream.AccessRule {
+		return []stream.AccessRule{
+			{Type: stream.RuleCountry, Action: stream.ActionAllow, Country: []string{cc}},
+			{Type: stream.RuleAny, Action: stream.ActionBlock},
+		}
+	}
+	addr := func(ip string) []stream.AccessRule {
+		return []stream.AccessRule{
+			{Type: stream.RuleIPSrc, Action: stream.ActionAllow, IP: []string{ip}},
+			{Type: stream.RuleAny, Action: stream.ActionBlock},
+		}
+	}
+	tests := []struct {
+		name    string
+		country string
+		ip      netip.Addr
+		bind    bool
+		want    []stream.AccessRule
+	}{
+		{"country", "GB", gb, false, country("GB")},
+		{"country without address", "DE", netip.Addr{}, false, country("DE")},
+		{"bound address wins over country", "GB", gb, true, addr("127.0.0.2")},
+		{"bound mapped address", "GB", mapped, true, addr("127.0.0.2")},
+		{"bound IPv6", "", v6, true, addr("2001:db8::1")},
+		{"bound, address unknown", "US", netip.Addr{}, true, country("US")},
+		{"nothing known", "", netip.Addr{}, true, nil},
+		{"country unknown, not bound", "", gb, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := DirectRules(tt.country, tt.ip, tt.bind)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("DirectRules(%q, %v, %v) = %+v, want %+v", tt.country, tt.ip, tt.bind, got, tt.want)
+			}
+			for i, r := range got {
+				if err := r.Validate(); err != nil {
+					t.Errorf("rule %d: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	_, err := New(Config{DeliveryURL: "not a url", PublicURL: "/relative", LinkMode: "sideways", DefaultPlan: "gold"}, Deps{})
+	if err == nil {
+		t.Fatal("New accepted an empty configuration")
+	}
+	for _, want := range []string{"authenticator", "grant issuer", "token signer", "stream API", "meter", "delivery URL", "public URL", "link mode", "default plan"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+}
