@@ -54,13 +54,18 @@ type Metering interface {
 // Check is one readiness probe: nil when the dependency answers.
 type Check func(ctx context.Context) error
 
+// RateLimiter spends one request of a key's bucket.
+type RateLimiter interface {
+	Allow(key string) policy.Result
+}
+
 // Plan is what a plan allows.
 type Plan struct {
 	// MinutesPerMonth is the quota of billable minutes per calendar month (UTC);
 	// negative means unlimited.
 	MinutesPerMonth float64
 	// Links and Downloads are per-user buckets; nil means unlimited.
-	Links, Downloads *policy.Limiter
+	Links, Downloads RateLimiter
 	// MaxConcurrent caps a user's downloads in flight; 0 means unlimited.
 	MaxConcurrent int
 }
@@ -106,7 +111,7 @@ type Deps struct {
 	GeoIP    *policy.GeoIP
 	Country  *policy.CountryPolicy
 	// IPLimit spends a token per failed authentication from one client address.
-	IPLimit     *policy.Limiter
+	IPLimit     RateLimiter
 	Concurrency *policy.Concurrency
 	// Checks are the readiness probes /readyz runs, by name ("stream_api",
 	// "ledger").
