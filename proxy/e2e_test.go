@@ -374,7 +374,12 @@ func TestMeteringMatchesEmulator(t *testing.T) {
 	if !near(rows[0].Minutes, want) {
 		t.Errorf("ledger minutes %v, want %v", rows[0].Minutes, want)
 	}
-	lines := e.logs.lines(t, "billable download")
+	var lines []map[string]any
+	// Each line follows its ledger row, perhaps after the usage read above.
+	eventually(t, "four billable download lines", func() bool {
+		lines = e.logs.lines(t, "billable download")
+		return len(lines) >= 4
+	})
 	if len(lines) != 4 {
 		t.Fatalf("%d billable download lines, want 4", len(lines))
 	}
@@ -563,18 +568,18 @@ func TestFaults(t *testing.T) {
 		if d := after.ProportionalMinutes - before.ProportionalMinutes; !near(got.MinutesUsed, d) {
 			t.Errorf("billed %v minutes, emulator delivered %v", got.MinutesUsed, d)
 		}
-		lines := e.logs.lines(t, "billable download")
-		var found bool
-		for _, l := range lines {
-			if l["user"] == "fault-cut" {
-				found = true
-				if l["status"] != "upstream_failed" || l["bytes"] != float64(cut) {
-					t.Errorf("billable download line: %v", l)
+		var line map[string]any
+		eventually(t, "the billable download line of the cut delivery", func() bool {
+			for _, l := range e.logs.lines(t, "billable download") {
+				if l["user"] == "fault-cut" {
+					line = l
+					return true
 				}
 			}
-		}
-		if !found {
-			t.Error("no billable download line for the cut delivery")
+			return false
+		})
+		if line["status"] != "upstream_failed" || line["bytes"] != float64(cut) {
+			t.Errorf("billable download line: %v", line)
 		}
 	})
 	e.assertNoSecretsLogged(t)
@@ -936,13 +941,7 @@ func TestClientIPBehindProxy(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", tt.name, r.status, tt.status)
 			continue
 		}
-		id := r.header.Get("X-Request-ID")
-		var line map[string]any
-		for _, l := range e.logs.lines(t, "request") {
-			if l["request_id"] == id {
-				line = l
-			}
-		}
+		line := e.requestLine(t, r)
 		want := map[string]any{"client_ip": tt.ip, "country": tt.country, "user": "forwarded", "video": uidPublic,
 			"status": float64(tt.status), "method": "HEAD", "route": "GET /v1/videos/{uid}/downloads/{file}"}
 		for k, v := range want {

@@ -536,6 +536,25 @@ func (e *env) settled(t testing.TB, user string) usage.Usage {
 }
 
 // quiet waits until the emulator serves no delivery, so its Stats are final.
+// requestLine returns the request log line of the response r, waiting for it: the
+// log middleware writes it once the handler returns, which may be just after the
+// client has its answer.
+func (e *env) requestLine(t testing.TB, r result) map[string]any {
+	t.Helper()
+	id := r.header.Get("X-Request-ID")
+	var line map[string]any
+	eventually(t, "the request log line of "+id, func() bool {
+		for _, l := range e.logs.lines(t, "request") {
+			if l["request_id"] == id {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line
+}
+
 func (e *env) quiet(t testing.TB) {
 	t.Helper()
 	eventually(t, "emulator deliveries to end", func() bool { return e.emu.InFlight() == 0 })
