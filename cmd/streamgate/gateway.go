@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -251,13 +252,14 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRequests()
+	var running inflight
 	hs := &http.Server{
-		Handler:           g.handler,
+		Handler:           running.track(g.handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No ReadTimeout either: net/http keeps it as the read deadline of the
 		// connection's background read, which would cancel long downloads.
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
 		// No WriteTimeout: download routes roll a write deadline forward instead.
 		BaseContext: func(net.Listener) context.Context { return reqCtx },
 		ErrorLog:    zap.NewStdLog(g.log.Named("http")),
@@ -279,11 +281,73 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 		// bodies, and each download settles what it delivered.
 		cancelRequests()
 		_ = hs.Close()
+		// Close does not wait for handlers: wait for the cut downloads to settle,
+		// or Close of the gateway would shut the ledger under them and leave
+		// their deliveries open until the next start.
+		wctx, cancel := context.WithTimeout(context.Background(), settleWait)
+		defer cancel()
+		if n := running.wait(wctx); n > 0 {
+			g.log.Warn("requests still running after shutdown", zap.Int("requests", n))
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = nil
 	}
 	return err
+}
+
+// settleWait bounds how long Serve waits, after cutting the remaining requests
+// off, for them to settle; a ledger write times out after 10s.
+const settleWait = 15 * time.Second
+
+// inflight counts the requests being served.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle []chan struct{}
+}
+
+func (f *inflight) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.n++
+		f.mu.Unlock()
+		defer f.done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		for _, c := range f.idle {
+			close(c)
+		}
+		f.idle = nil
+	}
+}
+
+// wait returns when no request is being served (0) or when ctx ends (the number
+// still running).
+func (f *inflight) wait(ctx context.Context) int {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return 0
+	}
+	c := make(chan struct{})
+	f.idle = append(f.idle, c)
+	f.mu.Unlock()
+	select {
+	case <-c:
+		return 0
+	case <-ctx.Done():
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.n
+	}
 }
 
 func (g *gateway) Close() {
