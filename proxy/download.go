@@ -176,6 +176,8 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			delivery.Abort(up.failure())
 		case finished:
 			_, _ = delivery.Finish("complete")
+		case errors.Is(context.Cause(ctx), ErrShutdown):
+			_, _ = delivery.Finish("shutdown")
 		case ctx.Err() != nil:
 			_, _ = delivery.Finish("client_gone")
 		default:

@@ -21,6 +21,11 @@ import (
 	"github.com/streamgate/streamgate/usage"
 )
 
+// ErrShutdown is the cause to cancel the requests' base context with when the
+// server cuts off what is still running at the end of its grace period: the
+// downloads then settle with status "shutdown" rather than "client_gone".
+var ErrShutdown = errors.New("server shutting down")
+
 // Authenticator verifies a portal user's credential on a request.
 type Authenticator interface {
 	Authenticate(r *http.Request) (auth.Identity, error)

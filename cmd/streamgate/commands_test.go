@@ -373,4 +373,9 @@ func TestShutdownSettlesCutDownloads(t *testing.T) {
 		t.Errorf("after shutdown: usage %+v and %d billable download lines; want the cut download settled for part of %.0f minutes\n%s",
 			u, len(lines), testMinutes, logs.String())
 	}
+	for _, l := range lines {
+		if l["status"] != "shutdown" {
+			t.Errorf("cut download settled with status %v, want shutdown", l["status"])
+		}
+	}
 }

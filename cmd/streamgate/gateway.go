@@ -250,8 +250,8 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 	}
-	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelRequests()
+	reqCtx, cancelRequests := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelRequests(nil)
 	var running inflight
 	hs := &http.Server{
 		Handler:           running.track(g.handler),
@@ -279,15 +279,15 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		// Cut what is left: cancelling the requests' context ends their upstream
 		// bodies, and each download settles what it delivered.
-		cancelRequests()
+		cancelRequests(proxy.ErrShutdown)
 		_ = hs.Close()
 		// Close does not wait for handlers: wait for the cut downloads to settle,
 		// or Close of the gateway would shut the ledger under them and leave
 		// their deliveries open until the next start.
 		wctx, cancel := context.WithTimeout(context.Background(), settleWait)
 		defer cancel()
-		if n := running.wait(wctx); n > 0 {
-			g.log.Warn("requests still running after shutdown", zap.Int("requests", n))
+		if !running.wait(wctx) {
+			g.log.Warn("requests still running after shutdown")
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -301,52 +301,25 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 const settleWait = 15 * time.Second
 
 // inflight counts the requests being served.
-type inflight struct {
-	mu   sync.Mutex
-	n    int
-	idle []chan struct{}
-}
+type inflight struct{ wg sync.WaitGroup }
 
 func (f *inflight) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		f.n++
-		f.mu.Unlock()
-		defer f.done()
+		f.wg.Add(1)
+		defer f.wg.Done()
 		h.ServeHTTP(w, r)
 	})
 }
 
-func (f *inflight) done() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.n--
-	if f.n == 0 {
-		for _, c := range f.idle {
-			close(c)
-		}
-		f.idle = nil
-	}
-}
-
-// wait returns when no request is being served (0) or when ctx ends (the number
-// still running).
-func (f *inflight) wait(ctx context.Context) int {
-	f.mu.Lock()
-	if f.n == 0 {
-		f.mu.Unlock()
-		return 0
-	}
-	c := make(chan struct{})
-	f.idle = append(f.idle, c)
-	f.mu.Unlock()
+// wait reports whether every request ended before ctx did.
+func (f *inflight) wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
 	select {
-	case <-c:
-		return 0
+	case <-done:
+		return true
 	case <-ctx.Done():
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.n
+		return false
 	}
 }
 
