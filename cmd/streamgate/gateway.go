@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
@@ -30,9 +31,12 @@ type gateway struct {
 	cfg     *config.Config
 	log     *zap.Logger
 	handler http.Handler
-	ledger  *usage.SQLite
+	ledger  usage.Ledger
 	geoip   *policy.GeoIP
+	redis   *redis.Client
 	cancel  context.CancelFunc
+	// reaped is closed when the ledger reaper has stopped.
+	reaped chan struct{}
 }
 
 type gatewayOptions struct {
@@ -163,22 +167,51 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if err != nil {
 		return nil, fmt.Errorf("country rules: %w", err)
 	}
+	if cfg.Redis.Addr != "" {
+		redis.SetLogger(redisLog{log.Named("redis")})
+		g.redis = redis.NewClient(&redis.Options{
+			Addr:     cfg.Redis.Addr,
+			Password: string(cfg.Redis.Password.Bytes()),
+			DB:       cfg.Redis.DB,
+			// Without it the limiter's short deadline never reaches the socket
+			// and a slow Redis holds every request for the read timeout.
+			ContextTimeoutEnabled: true,
+			DialTimeout:           time.Second,
+			ReadTimeout:           500 * time.Millisecond,
+			WriteTimeout:          500 * time.Millisecond,
+		})
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := g.redis.Ping(pctx).Err(); err != nil {
+			// Limits fall back to this process until Redis answers.
+			log.Warn("redis unreachable at start; rate limits are per replica until it answers", zap.Error(err))
+		}
+		cancel()
+	}
 	maxKeys := cfg.Policy.MaxLimiterKeys
+	newLimiter := func(l policy.Limit, prefix string) proxy.RateLimiter {
+		if g.redis == nil {
+			return policy.NewLimiter(l, maxKeys)
+		}
+		return policy.NewRedisLimiter(g.redis, l, cfg.Redis.KeyPrefix+prefix,
+			policy.WithLocalMaxKeys(maxKeys),
+			policy.WithOnError(func(err error) {
+				log.Warn("rate limit falling back to this replica", zap.Error(err))
+			}))
+	}
 	plans := map[string]proxy.Plan{}
 	for name, p := range cfg.Plans {
+		// Every plan names its buckets "links" and "downloads": the plan in the
+		// prefix keeps plans apart in Redis, as they are in memory.
 		plans[name] = proxy.Plan{
 			MinutesPerMonth: p.MinutesPerMonth,
-			Links:           policy.NewLimiter(limit(p.Links, "links"), maxKeys),
-			Downloads:       policy.NewLimiter(limit(p.Downloads, "downloads"), maxKeys),
+			Links:           newLimiter(limit(p.Links, "links"), "plan:"+name+":"),
+			Downloads:       newLimiter(limit(p.Downloads, "downloads"), "plan:"+name+":"),
 			MaxConcurrent:   p.MaxConcurrent,
 		}
 	}
 
-	if cfg.Ledger.Driver != "sqlite" {
-		return nil, fmt.Errorf("ledger.driver %q is not supported", cfg.Ledger.Driver)
-	}
-	if g.ledger, err = usage.OpenSQLite(ctx, cfg.Ledger.Path); err != nil {
-		return nil, fmt.Errorf("ledger: %w", err)
+	if g.ledger, err = openLedger(ctx, cfg); err != nil {
+		return nil, err
 	}
 	mode, err := usage.ParseMode(cfg.Metering.Mode)
 	if err != nil {
@@ -200,6 +233,14 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if len(recovered) > 0 {
 		log.Info("settled deliveries left open by the previous run", zap.Int("deliveries", len(recovered)))
 	}
+	// On a shared ledger the reaper settles what replicas that died left open
+	// and keeps this replica's stalled deliveries marked alive; on SQLite it
+	// returns at once.
+	g.reaped = make(chan struct{})
+	go func() {
+		defer close(g.reaped)
+		meter.RunReaper(bg, 0)
+	}()
 
 	srv, err := proxy.New(proxy.Config{
 		PublicURL:     cfg.PublicURL,
@@ -221,7 +262,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		ClientIP:    clientIP,
 		GeoIP:       g.geoip,
 		Country:     countries,
-		IPLimit:     policy.NewLimiter(limit(cfg.Policy.IPLimit, "ip"), maxKeys),
+		IPLimit:     newLimiter(limit(cfg.Policy.IPLimit, "ip"), ""),
 		Concurrency: policy.NewConcurrency(),
 		Checks: map[string]proxy.Check{
 			"stream_api": api.Ping,
@@ -256,8 +297,10 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           running.track(g.handler),
 		ReadHeaderTimeout: 10 * time.Second,
-		// No ReadTimeout either: net/http keeps it as the read deadline of the
-		// connection's background read, which would cancel long downloads.
+		// ReadTimeout bounds reading a request (headers and the small JSON
+		// bodies); net/http clears it once the body is read, so it does not cut
+		// long downloads.
+		ReadTimeout:    30 * time.Second,
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		// No WriteTimeout: download routes roll a write deadline forward instead.
@@ -323,8 +366,42 @@ func (f *inflight) wait(ctx context.Context) bool {
 	}
 }
 
+// redisLog sends go-redis's own messages (pool dial failures and the like) to the
+// process log at debug level: the limiters report failures themselves.
+type redisLog struct{ log *zap.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+
+// openLedger opens the store cfg.Ledger names.
+func openLedger(ctx context.Context, cfg *config.Config) (usage.Ledger, error) {
+	var (
+		l   usage.Ledger
+		err error
+	)
+	switch cfg.Ledger.Driver {
+	case "sqlite":
+		l, err = usage.OpenSQLite(ctx, cfg.Ledger.Path)
+	case "postgres":
+		l, err = usage.OpenPostgres(ctx, string(cfg.Ledger.DSN.Bytes()), usage.StaleAfter(cfg.Ledger.StaleAfter))
+	default:
+		err = fmt.Errorf("driver %q is not supported", cfg.Ledger.Driver)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	return l, nil
+}
+
 func (g *gateway) Close() {
 	g.cancel()
+	if g.reaped != nil {
+		<-g.reaped
+	}
+	if g.redis != nil {
+		_ = g.redis.Close()
+	}
 	if g.ledger != nil {
 		_ = g.ledger.Close()
 	}

@@ -141,6 +141,14 @@ type gwOptions struct {
 	UnknownCountry  string // "allow"
 	TrustedProxies  []string
 	ShutdownGrace   time.Duration // 5s
+	// DownloadBurst is each plan's burst of download starts per user
+	// (1000); it refills at 100,000 a minute unless DownloadsPerMinute is set.
+	DownloadBurst      int
+	DownloadsPerMinute float64
+	// LedgerDSN, when set, puts the ledger on PostgreSQL instead of SQLite.
+	LedgerDSN string
+	// RedisAddr and RedisPrefix, when set, share rate limits through Redis.
+	RedisAddr, RedisPrefix string
 }
 
 // writeConfig writes a YAML configuration for a gateway listening on listen in
@@ -172,11 +180,24 @@ func (se *streamEnv) writeConfig(t *testing.T, dir, listen string, o gwOptions) 
 		b, _ := json.Marshal(v)
 		return string(b)
 	}
+	if o.DownloadBurst == 0 {
+		o.DownloadBurst = 1000
+	}
+	if o.DownloadsPerMinute == 0 {
+		o.DownloadsPerMinute = 100000
+	}
 	var plans strings.Builder
 	for name, p := range o.Plans {
 		fmt.Fprintf(&plans, "  %s:\n    minutes_per_month: %g\n    max_concurrent: %d\n"+
-			"    downloads: {per_minute: 100000, burst: 1000}\n    links: {per_minute: 100000, burst: 1000}\n",
-			name, p.Minutes, p.MaxConcurrent)
+			"    downloads: {per_minute: %g, burst: %d}\n    links: {per_minute: 100000, burst: 1000}\n",
+			name, p.Minutes, p.MaxConcurrent, o.DownloadsPerMinute, o.DownloadBurst)
+	}
+	ledger := fmt.Sprintf("ledger:\n  path: %q\n", filepath.Join(dir, "ledger.db"))
+	if o.LedgerDSN != "" {
+		ledger = fmt.Sprintf("ledger:\n  driver: postgres\n  dsn: {value: %q}\n", o.LedgerDSN)
+	}
+	if o.RedisAddr != "" {
+		ledger += fmt.Sprintf("redis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, o.RedisPrefix)
 	}
 	defaultPlan := "basic"
 	if _, ok := o.Plans[defaultPlan]; !ok {
@@ -216,14 +237,12 @@ plans:
 %smetering:
   mode: %s
   checkpoint_every: %s
-ledger:
-  path: %q
-log:
+%slog:
   level: info
   format: json
 `, listen, "http://"+listen, o.ShutdownGrace, apiToken, se.url+"/client/v4/", se.url, se.keyID, se.keyPath, portalSecret,
 		o.LinkMode, grantSecret, se.geoPath, o.UnknownCountry, list(o.TrustedProxies), list(o.Block),
-		defaultPlan, plans.String(), o.Metering, o.CheckpointEvery, filepath.Join(dir, "ledger.db"))
+		defaultPlan, plans.String(), o.Metering, o.CheckpointEvery, ledger)
 	path := filepath.Join(dir, "streamgate.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -32,9 +32,9 @@ func usageCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := usage.OpenSQLite(cmd.Context(), cfg.Ledger.Path)
+			l, err := openLedger(cmd.Context(), cfg)
 			if err != nil {
-				return fmt.Errorf("ledger: %w", err)
+				return err
 			}
 			defer l.Close()
 			rows, err := l.Report(cmd.Context(), period)
