@@ -10,28 +10,21 @@ import (
 )
 
 // timedLedger is the SQLite ledger with the time of each call on a download's
-// path recorded, and optionally its writes queued on one Go mutex instead of
-// SQLite's busy handler (an experiment: see Options.SerialLedger).
+// path recorded, waiting included.
 type timedLedger struct {
 	*usage.SQLite
-	serial  bool
-	writeMu sync.Mutex
 
 	mu    sync.Mutex
 	times map[string][]time.Duration
 }
 
-func newTimedLedger(l *usage.SQLite, serial bool) *timedLedger {
-	return &timedLedger{SQLite: l, serial: serial, times: map[string][]time.Duration{}}
+func newTimedLedger(l *usage.SQLite) *timedLedger {
+	return &timedLedger{SQLite: l, times: map[string][]time.Duration{}}
 }
 
-// write runs a write, queued behind the others when serial.
+// write runs a write and records how long it took.
 func (l *timedLedger) write(name string, f func() error) error {
 	start := time.Now()
-	if l.serial {
-		l.writeMu.Lock()
-		defer l.writeMu.Unlock()
-	}
 	err := f()
 	l.record(name, time.Since(start))
 	return err

@@ -60,12 +60,6 @@ type Options struct {
 	// ReadTimeout is the gateway server's http.Server.ReadTimeout. Default 30s,
 	// the value cmd/streamgate uses; negative means none.
 	ReadTimeout time.Duration
-	// SerialLedger queues the ledger's writes on one Go mutex before they reach
-	// SQLite, instead of letting the connections of the pool meet at SQLite's
-	// write lock, where the losers sleep in the busy handler's backoff (1, 2, 5,
-	// 10 ... 100 ms). An experiment, to show what the choice costs; off by
-	// default, as in cmd/streamgate.
-	SerialLedger bool
 }
 
 // DefaultVideos returns n videos of size bytes and seconds of duration, with
@@ -231,7 +225,7 @@ func New(ctx context.Context, opts Options) (st *Stack, err error) {
 	if st.Ledger, err = usage.OpenSQLite(ctx, st.dir+"/ledger.db"); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	st.ledger = newTimedLedger(st.Ledger, opts.SerialLedger)
+	st.ledger = newTimedLedger(st.Ledger)
 	meter := usage.NewMeter(st.ledger, usage.MeterConfig{
 		Mode:            opts.Mode,
 		ResumeWindow:    time.Hour,

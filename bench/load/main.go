@@ -76,7 +76,6 @@ type options struct {
 	logPath     string
 	seed        uint64
 	pprof       string
-	serial      bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -99,7 +98,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the results as JSON")
 	fs.StringVar(&o.logPath, "log", "", "write the in-process gateway's JSON log to this file (default: encoded, then discarded)")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
-	fs.BoolVar(&o.serial, "serial-ledger", false, "queue ledger writes on one Go mutex instead of SQLite's busy handler (experiment)")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this address while the run lasts (e.g. 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -308,10 +306,9 @@ func newTarget(ctx context.Context, o options) (*target, func(), error) {
 
 	var logFile *os.File
 	opts := bench.Options{
-		Videos:       bench.DefaultVideos(o.videos, o.size, o.seconds),
-		Mode:         usage.Mode(o.mode),
-		ReadTimeout:  o.readTimeout,
-		SerialLedger: o.serial,
+		Videos:      bench.DefaultVideos(o.videos, o.size, o.seconds),
+		Mode:        usage.Mode(o.mode),
+		ReadTimeout: o.readTimeout,
 	}
 	if o.readTimeout == 0 {
 		opts.ReadTimeout = -1
@@ -602,7 +599,6 @@ type result struct {
 
 	Metering *metering    `json:"metering,omitempty"`
 	Ledger   []ledgerCall `json:"ledger_calls,omitempty"`
-	Serial   bool         `json:"serial_ledger,omitempty"`
 }
 
 type ledgerCall struct {
@@ -735,7 +731,6 @@ func drive(ctx context.Context, o options, tg *target) (*result, error) {
 				return nil, err
 			}
 			res.Metering = newMetering(o.mode, b, res.BodyBytes)
-			res.Serial = o.serial
 			for _, l := range tg.stack.LedgerLatency() {
 				res.Ledger = append(res.Ledger, ledgerCall{Call: l.Call, Count: l.Count, P50: ms(l.P50), P90: ms(l.P90), P99: ms(l.P99), Max: ms(l.Max)})
 			}
@@ -856,11 +851,7 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "goroutines still running after the run:\n%s\n", r.Leaked)
 	}
 	if len(r.Ledger) > 0 {
-		how := "SQLite's busy handler"
-		if r.Serial {
-			how = "one Go mutex"
-		}
-		fmt.Fprintf(w, "ledger calls (ms, waiting included; writers queue on %s):\n", how)
+		fmt.Fprintln(w, "ledger calls (ms, waiting included):")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "call\tcount\tp50\tp90\tp99\tmax\t")
 		for _, l := range r.Ledger {

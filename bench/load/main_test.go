@@ -14,7 +14,7 @@ func TestRun(t *testing.T) {
 		args []string
 	}{
 		{"gateway", []string{"-clients", "3", "-duration", "200ms", "-size", "256KiB", "-videos", "2"}},
-		{"per-download", []string{"-clients", "2", "-duration", "100ms", "-size", "64KiB", "-mode", "per-download", "-serial-ledger"}},
+		{"per-download", []string{"-clients", "2", "-duration", "100ms", "-size", "64KiB", "-mode", "per-download"}},
 		{"direct", []string{"-clients", "2", "-duration", "100ms", "-size", "64KiB", "-direct", "-mix", "full=1,resume=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
