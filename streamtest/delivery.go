@@ -235,8 +235,11 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 			}
 		}
 		if len(chunk) > 0 {
+			// Counted before the write, so a client that has its bytes finds
+			// them in Stats; what the write did not take is taken back.
+			b.account(int64(len(chunk)))
 			n, err := b.ResponseWriter.Write(chunk)
-			b.account(n)
+			b.account(int64(n - len(chunk)))
 			total += n
 			if err != nil {
 				return total, err
@@ -262,12 +265,13 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 	return total, nil
 }
 
-func (b *bodyWriter) account(n int) {
-	if n <= 0 || !b.billable {
+// account adds n body bytes (negative: takes them back) to the counts.
+func (b *bodyWriter) account(n int64) {
+	if n == 0 || !b.billable {
 		return
 	}
-	b.written += int64(n)
-	s := Stats{Bytes: int64(n)}
+	b.written += n
+	s := Stats{Bytes: n}
 	if b.size > 0 {
 		s.ProportionalMinutes = b.minutes * float64(n) / float64(b.size)
 	}
