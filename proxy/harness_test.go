@@ -103,25 +103,6 @@ func testKeys(t testing.TB) {
 	}
 }
 
-// clock is a settable time source shared by the gateway, the grants, the
-// verifier, the meter and the emulator.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // logBuffer collects every JSON log line.
 type logBuffer struct {
 	mu  sync.Mutex
@@ -218,7 +199,7 @@ func (rec *recorder) streamTokens() []string {
 // env is one emulator, one ledger and the components a gateway is built from.
 type env struct {
 	t        testing.TB
-	clock    *clock
+	clock    *streamtest.Clock
 	logs     *logBuffer
 	log      *zap.Logger
 	emu      *streamtest.Emulator
@@ -258,7 +239,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	testKeys(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &env{t: t, clock: &clock{now: t0}, logs: &logBuffer{}, rec: &recorder{}}
+	e := &env{t: t, clock: streamtest.NewClock(t0), logs: &logBuffer{}, rec: &recorder{}}
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	e.log = zap.New(zapcore.NewCore(enc, zapcore.Lock(e.logs), zapcore.DebugLevel))
 
@@ -425,12 +406,8 @@ func (e *env) client(src string) *http.Client {
 	if e.clients == nil {
 		e.clients = map[string]*http.Client{}
 	}
-	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	tr := &http.Transport{DialContext: d.DialContext, DisableCompression: true, MaxIdleConnsPerHost: 4}
-	e.t.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr, Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
+	c := streamtest.ClientFrom(src)
+	e.t.Cleanup(c.Transport.(*http.Transport).CloseIdleConnections)
 	e.clients[src] = c
 	return c
 }

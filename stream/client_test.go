@@ -632,24 +632,6 @@ func TestClientConnectionRefused(t *testing.T) {
 	}
 }
 
-// clock is a settable time source for the emulator.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 const (
 	emuAccount  = "9a7806061c88ada191ed06f989cc3dac"
 	emuToken    = "emulator-api-token"
@@ -700,7 +682,7 @@ func emulatorClient(t *testing.T, srv *httptest.Server, account, token string) *
 }
 
 func TestClientEmulatorRoundTrip(t *testing.T) {
-	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := streamtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	_, srv, polls := newEmulator(t, streamtest.Options{AccountID: emuAccount, APIToken: emuToken, ReadyAfter: readyAfter, Now: clk.Now})
 	c := emulatorClient(t, srv, emuAccount, emuToken)
 	ctx := context.Background()
@@ -862,7 +844,7 @@ func TestClientEmulatorErrors(t *testing.T) {
 }
 
 func TestClientEmulatorRateLimit(t *testing.T) {
-	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := streamtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	_, srv, _ := newEmulator(t, streamtest.Options{AccountID: emuAccount, APIToken: emuToken, RateLimit: 1, Now: clk.Now})
 	c, err := stream.NewClient(stream.ClientConfig{
 		AccountID: emuAccount, APIToken: emuToken, BaseURL: srv.URL + "/client/v4/", HTTPClient: srv.Client(),
@@ -893,7 +875,7 @@ func TestClientEmulatorRateLimit(t *testing.T) {
 }
 
 func TestClientEmulatorSigningKey(t *testing.T) {
-	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
+	clk := streamtest.NewClock(time.Now().UTC().Truncate(time.Second))
 	e, srv, _ := newEmulator(t, streamtest.Options{AccountID: emuAccount, APIToken: emuToken, Now: clk.Now})
 	e.SetDownloadReady(readyUID, stream.Default)
 	c := emulatorClient(t, srv, emuAccount, emuToken)

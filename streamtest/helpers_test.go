@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -29,25 +28,7 @@ const (
 // t0 is the fixed instant tests run at.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *Clock { return NewClock(t0) }
 
 var (
 	keyOnce sync.Once
@@ -89,13 +70,9 @@ func start(t testing.TB, e *Emulator) *httptest.Server {
 // ip, so that the emulator sees that address as the viewer's.
 func clientFrom(t testing.TB, ip string) *http.Client {
 	t.Helper()
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		DialContext:       d.DialContext,
-		DisableKeepAlives: true,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	c := ClientFrom(ip)
+	c.Transport.(*http.Transport).DisableKeepAlives = true
+	return c
 }
 
 type response struct {

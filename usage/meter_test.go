@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/streamtest"
 	"github.com/streamgate/streamgate/usage"
 	"github.com/streamgate/streamgate/usage/ledgertest"
 )
@@ -25,30 +26,12 @@ const (
 	secs  = 600  // the test video's duration: 10 minutes
 )
 
-// clock is a settable clock for MeterConfig.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: ledgertest.T0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *streamtest.Clock { return streamtest.NewClock(ledgertest.T0) }
 
 type fixture struct {
 	ledger usage.Ledger
 	meter  *usage.Meter
-	clock  *clock
+	clock  *streamtest.Clock
 	logs   *observer.ObservedLogs
 }
 

@@ -320,15 +320,11 @@ func portalToken(t *testing.T, user, plan string) string {
 // clientFrom is an HTTP client whose connections leave from the source address
 // src, so the gateway (and the emulator) see it as the client's address.
 func clientFrom(t *testing.T, src string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         d.DialContext,
-		MaxIdleConnsPerHost: 256,
-		DisableCompression:  true,
-	}
+	c := streamtest.ClientFrom(src)
+	tr := c.Transport.(*http.Transport)
+	tr.MaxIdleConnsPerHost = 256
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	return c
 }
 
 type response struct {
