@@ -81,9 +81,11 @@
 //   - Requests counts every authorized delivery request, whatever came next (200, 206,
 //     304, 404 not ready, 416, an injected fault status, HEAD). Refused counts the 401
 //     and 403 answers.
-//   - Bytes counts body bytes the server wrote to the connection, as they are
-//     written, so a client that goes away midway counts roughly what it received
-//     (plus what was in flight in socket buffers).
+//   - Bytes counts the file bytes of 200 and 206 bodies the server wrote to the
+//     connection (counted just before each write, what the write did not take
+//     taken back, so a client that has its bytes finds them counted), so a client
+//     that goes away midway counts roughly what it received (plus what was in
+//     flight in socket buffers). Error texts (a 416's, a fault's) are not counted.
 //   - DownloadMinutes follows the seed's per-download rule: each GET answered 200, or
 //     206 with a range starting at byte 0, bills the video's full duration/60, however
 //     many bytes are then delivered. HEAD never bills.
