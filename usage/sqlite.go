@@ -33,6 +33,99 @@ var sqliteMigrations embed.FS
 type SQLite struct {
 	db     *sql.DB
 	writes sync.Mutex
+	stmts  sync.Map // query → *sql.Stmt, prepared once on the pool
+}
+
+// txer is what the statements of a transaction run on.
+type txer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// stmtTx runs a transaction's statements from the ledger's prepared ones:
+// parsing the same few statements again on every call was a sizeable share of
+// a small download's CPU (docs/benchmarks.md). A statement not prepared yet runs
+// as it is and is prepared once the transaction has ended: preparing it inside
+// would take a second connection, which a one-connection (:memory:) ledger does
+// not have.
+type stmtTx struct {
+	*sql.Tx
+	l      *SQLite
+	misses *[]string
+}
+
+func (l *SQLite) begin(ctx context.Context) (stmtTx, error) {
+	tx, err := l.db.BeginTx(ctx, nil)
+	return stmtTx{Tx: tx, l: l, misses: new([]string)}, err
+}
+
+// stmt is query's prepared statement, if it has one yet.
+func (l *SQLite) stmt(query string) *sql.Stmt {
+	if st, ok := l.stmts.Load(query); ok {
+		return st.(*sql.Stmt)
+	}
+	return nil
+}
+
+// prepare prepares query on the pool, once; a failure leaves it to run
+// unprepared.
+func (l *SQLite) prepare(ctx context.Context, query string) *sql.Stmt {
+	if st := l.stmt(query); st != nil {
+		return st
+	}
+	st, err := l.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	if prev, loaded := l.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt)
+	}
+	return st
+}
+
+// exec and queryRow run a statement outside a transaction, prepared.
+func (l *SQLite) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := l.prepare(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return l.db.ExecContext(ctx, query, args...)
+}
+
+func (l *SQLite) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := l.prepare(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return l.db.QueryRowContext(ctx, query, args...)
+}
+
+func (t stmtTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.l.stmt(query); st != nil {
+		return t.Tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	*t.misses = append(*t.misses, query)
+	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+func (t stmtTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.l.stmt(query); st != nil {
+		return t.Tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	*t.misses = append(*t.misses, query)
+	return t.Tx.QueryRowContext(ctx, query, args...)
+}
+
+// Commit commits and then prepares what the transaction ran unprepared.
+func (t stmtTx) Commit() error {
+	err := t.Tx.Commit()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), sqliteBusyTimeout)
+		defer cancel()
+		for _, q := range *t.misses {
+			t.l.prepare(ctx, q)
+		}
+	}
+	return err
 }
 
 var _ Ledger = (*SQLite)(nil)
@@ -182,7 +275,7 @@ func (l *SQLite) Reserve(ctx context.Context, d OpenDelivery, limit float64) err
 		lim = toMicro(limit)
 	}
 
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("reserve: %w", err)
 	}
@@ -237,7 +330,7 @@ func (l *SQLite) Adjust(ctx context.Context, deliveryID string, reserved float64
 		reserved = 0
 	}
 	want := toMicro(reserved)
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("adjust: %w", err)
 	}
@@ -295,7 +388,7 @@ func (l *SQLite) Adjust(ctx context.Context, deliveryID string, reserved float64
 func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error {
 	l.writes.Lock()
 	defer l.writes.Unlock()
-	_, err := l.db.ExecContext(ctx, `UPDATE deliveries SET bytes = ?, minutes_micro = ?
+	_, err := l.exec(ctx, `UPDATE deliveries SET bytes = ?, minutes_micro = ?
 		WHERE id = ? AND settled_at IS NULL AND bytes <= ?`,
 		bytes, toMicro(minutes), deliveryID, bytes)
 	if err != nil {
@@ -315,7 +408,7 @@ func (l *SQLite) Settle(ctx context.Context, deliveryID string, s Settlement) (S
 	if s.At.IsZero() {
 		s.At = time.Now()
 	}
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.begin(ctx)
 	if err != nil {
 		return Settled{}, fmt.Errorf("settle: %w", err)
 	}
@@ -339,7 +432,7 @@ func (l *SQLite) Settle(ctx context.Context, deliveryID string, s Settlement) (S
 }
 
 // settleTx bills, releases and closes the open delivery cur inside tx.
-func settleTx(ctx context.Context, tx *sql.Tx, cur delivery, s Settlement) error {
+func settleTx(ctx context.Context, tx txer, cur delivery, s Settlement) error {
 	bill := toMicro(max(s.Minutes, 0))
 	if s.Once && cur.onceMicro > 0 {
 		res, err := tx.ExecContext(ctx, `UPDATE downloads SET billed_by = ? WHERE id = ? AND billed_by IS NULL`,
@@ -443,7 +536,7 @@ func (l *SQLite) recoverOne(ctx context.Context, id string, now time.Time) (*Set
 func (l *SQLite) Usage(ctx context.Context, user, period string) (Usage, error) {
 	var u Usage
 	var used, reserved int64
-	err := l.db.QueryRowContext(ctx, `SELECT used_micro, reserved_micro FROM quota_periods WHERE user_id = ? AND period = ?`,
+	err := l.queryRow(ctx, `SELECT used_micro, reserved_micro FROM quota_periods WHERE user_id = ? AND period = ?`,
 		user, period).Scan(&used, &reserved)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return u, fmt.Errorf("usage: %w", err)
@@ -486,7 +579,7 @@ func (l *SQLite) Report(ctx context.Context, period string) ([]ReportRow, error)
 // FindDownload implements [Ledger].
 func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (string, bool, error) {
 	var id string
-	err := l.db.QueryRowContext(ctx, `SELECT id FROM downloads
+	err := l.queryRow(ctx, `SELECT id FROM downloads
 		WHERE user_id = ? AND video = ? AND type = ? AND session = ? AND last_at >= ?
 		ORDER BY last_at DESC, started_at DESC LIMIT 1`,
 		key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).Scan(&id)
@@ -502,7 +595,7 @@ func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.T
 func (l *SQLite) TouchDownload(ctx context.Context, id string, at time.Time) error {
 	l.writes.Lock()
 	defer l.writes.Unlock()
-	_, err := l.db.ExecContext(ctx, `UPDATE downloads SET last_at = MAX(last_at, ?) WHERE id = ?`, at.UnixMicro(), id)
+	_, err := l.exec(ctx, `UPDATE downloads SET last_at = MAX(last_at, ?) WHERE id = ?`, at.UnixMicro(), id)
 	if err != nil {
 		return fmt.Errorf("touch download: %w", err)
 	}
@@ -513,7 +606,13 @@ func (l *SQLite) TouchDownload(ctx context.Context, id string, at time.Time) err
 func (l *SQLite) Ping(ctx context.Context) error { return l.db.PingContext(ctx) }
 
 // Close implements [Ledger].
-func (l *SQLite) Close() error { return l.db.Close() }
+func (l *SQLite) Close() error {
+	l.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	return l.db.Close()
+}
 
 // delivery is a deliveries row with the columns Settled does not expose.
 type delivery struct {
@@ -524,7 +623,7 @@ type delivery struct {
 	onceMicro     int64
 }
 
-func deliveryTx(ctx context.Context, tx *sql.Tx, id string) (delivery, error) {
+func deliveryTx(ctx context.Context, tx txer, id string) (delivery, error) {
 	var (
 		d                    delivery
 		typ, mode            string
@@ -560,7 +659,7 @@ func deliveryTx(ctx context.Context, tx *sql.Tx, id string) (delivery, error) {
 	return d, nil
 }
 
-func usageTx(ctx context.Context, tx *sql.Tx, user, period string) (Usage, error) {
+func usageTx(ctx context.Context, tx txer, user, period string) (Usage, error) {
 	var used, reserved int64
 	err := tx.QueryRowContext(ctx, `SELECT used_micro, reserved_micro FROM quota_periods WHERE user_id = ? AND period = ?`,
 		user, period).Scan(&used, &reserved)
