@@ -56,11 +56,11 @@ func (l *timedLedger) TouchDownload(ctx context.Context, id string, at time.Time
 	return l.write("TouchDownload", func() error { return l.SQLite.TouchDownload(ctx, id, at) })
 }
 
-func (l *timedLedger) FindDownload(ctx context.Context, key usage.DownloadKey, since time.Time) (id string, ok bool, err error) {
+func (l *timedLedger) FindDownload(ctx context.Context, key usage.DownloadKey, since time.Time) (d usage.DownloadState, ok bool, err error) {
 	start := time.Now()
-	id, ok, err = l.SQLite.FindDownload(ctx, key, since)
+	d, ok, err = l.SQLite.FindDownload(ctx, key, since)
 	l.record("FindDownload", time.Since(start))
-	return id, ok, err
+	return d, ok, err
 }
 
 // Latency sums up the durations of one kind of call.

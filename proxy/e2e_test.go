@@ -861,15 +861,23 @@ func TestPerDownloadMetering(t *testing.T) {
 	}
 	// A link: its first request starts a download of its own.
 	lb := e.createLink(t, e.gw, gb, tok, uidPublic, "")
-	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=5-"), nil); r.status != http.StatusPartialContent {
+	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=5-99999"), nil); r.status != http.StatusPartialContent {
 		t.Fatalf("link: status %d", r.status)
 	}
-	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=9-"), nil); r.status != http.StatusPartialContent {
+	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=100000-"), nil); r.status != http.StatusPartialContent {
 		t.Fatalf("link resume: status %d", r.status)
 	}
 	got := e.settled(t, "whole")
 	// Two downloads on the route (the range at 0 and the plain GET), one link.
 	if want := 3 * durPublic / 60; !near(got.MinutesUsed, want) {
+		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, want)
+	}
+	// The link's download is whole now: one more range over it is a new one.
+	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=9-"), nil); r.status != http.StatusPartialContent {
+		t.Fatalf("link re-fetch: status %d", r.status)
+	}
+	got = e.settled(t, "whole")
+	if want := 4 * durPublic / 60; !near(got.MinutesUsed, want) {
 		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, want)
 	}
 }

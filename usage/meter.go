@@ -114,15 +114,18 @@ type StartRequest struct {
 // cost, before any byte is forwarded. A request without Range, with a range at byte
 // 0, or whose range continues no known download starts a new download; a range not
 // at 0 continues the latest download of the same user, video, type and session (on
-// the authenticated route: if active within ResumeWindow).
+// the authenticated route: if active within ResumeWindow) as long as that
+// download's deliveries have not yet sent all the bytes from where it started to
+// the end of the file. A
+// download that has is done: repeating ranges over it starts, and bills, a new
+// one, so no range trick fetches a file twice for one charge.
 //
 // It reserves, proportional: the range's share of the duration when the file size
 // is known from an earlier response, else the full duration; per-download: the full
-// duration when the request starts a download, nothing when it continues one.
-// A zero reservation is never refused, so a continuation is served even when the
-// quota is spent. In per-download mode, when the delivery that started a download
-// delivered nothing, the first continuation to deliver a byte carries the
-// download's charge, though it reserved nothing: no download goes unbilled.
+// duration when the request starts a download or continues one not billed yet
+// (whose first delivery sent nothing), nothing when it continues a billed one. A
+// zero reservation is never refused, so a continuation of a paid download is
+// served even when the quota is spent.
 // A refusal is a *QuotaError.
 func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) {
 	switch {
@@ -137,18 +140,18 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	now := m.cfg.Now()
 	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
 
-	starts, downloadID := true, ""
+	starts, downloadID, billed := true, "", false
 	if req.RangeStart > 0 {
 		since := now.Add(-m.cfg.ResumeWindow)
 		if req.Session != "" {
 			since = time.Time{}
 		}
-		id, ok, err := m.ledger.FindDownload(ctx, key, since)
+		dl, ok, err := m.ledger.FindDownload(ctx, key, since)
 		if err != nil {
 			return nil, fmt.Errorf("start delivery: %w", err)
 		}
-		if ok {
-			starts, downloadID = false, id
+		if size := m.size(req.Video, req.Type); ok && (size <= 0 || dl.Bytes < size-dl.Start) {
+			starts, downloadID, billed = false, dl.ID, dl.Billed
 		}
 	}
 	if starts {
@@ -160,7 +163,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	switch m.cfg.Mode {
 	case PerDownload:
 		once = full
-		if starts {
+		if starts || !billed {
 			reserve = full
 		}
 	default:
@@ -395,6 +398,10 @@ type Delivery struct {
 	bytes  atomic.Int64 // body bytes written to the client
 	total  atomic.Int64 // file size; 0 unknown
 	noBill atomic.Bool  // a non-2xx response: nothing is billed
+	// fullCharge: per-download, a continuation that Stream answered with the
+	// whole file (200, an If-Range that no longer matched) is a download of its
+	// own and bills the full duration itself.
+	fullCharge atomic.Bool
 
 	cpBytes atomic.Int64 // bytes at the last checkpoint
 	cpAt    atomic.Int64 // time of the last checkpoint, Unix nanoseconds
@@ -450,6 +457,12 @@ func (d *Delivery) Headers(status int, contentLength, totalSize int64) error {
 		d.total.Store(total)
 		d.m.sizes.Store(sizeKey{d.req.Video, d.req.Type}, total)
 	}
+	if d.m.cfg.Mode == PerDownload && !d.starts && status == 200 {
+		d.fullCharge.Store(true)
+		if err := d.adjustLocked(d.req.Duration / 60); err != nil {
+			return err
+		}
+	}
 	if d.m.cfg.Mode != Proportional || total <= 0 {
 		return nil
 	}
@@ -499,7 +512,7 @@ func (d *Delivery) Add(n int64) {
 	b = d.bytes.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.proportionalMinutes(b), time.Unix(0, now)); err != nil {
+	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.minutes(b), time.Unix(0, now)); err != nil {
 		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
 	} else {
 		d.beat(now)
@@ -517,6 +530,16 @@ func (d *Delivery) beat(at int64) {
 			return
 		}
 	}
+}
+
+// minutes is what b bytes bill on this delivery itself: proportionalMinutes,
+// or the full duration for a per-download continuation answered in full. The
+// download's once-only charge is billed through the ledger.
+func (d *Delivery) minutes(b int64) float64 {
+	if d.fullCharge.Load() && b > 0 {
+		return d.req.Duration / 60
+	}
+	return d.proportionalMinutes(b)
 }
 
 // proportionalMinutes is what b bytes bill in proportional mode: duration × b /
@@ -575,8 +598,8 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 		Reason:    reason,
 		Bytes:     b,
 		TotalSize: d.total.Load(),
-		Minutes:   d.proportionalMinutes(b),
-		Once:      d.m.cfg.Mode == PerDownload && b > 0,
+		Minutes:   d.minutes(b),
+		Once:      d.m.cfg.Mode == PerDownload && b > 0 && !d.fullCharge.Load(),
 		At:        d.m.cfg.Now(),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)

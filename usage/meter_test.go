@@ -3,8 +3,10 @@ package usage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -305,12 +307,20 @@ func TestMeterDownloadStarts(t *testing.T) {
 		{"a grant does not continue the authenticated route", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), session("g1")), true, 10},
 		{"other type starts anew", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), func(r *usage.StartRequest) { r.Type = stream.Audio }), true, 10},
 		{"other user starts anew", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), func(r *usage.StartRequest) { r.User = "bob" }), true, 10},
+		{"a finished download is not continued", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1)), true, 10},
+		{"a finished grant download is not continued", usage.PerDownload, ptr(req(session("g1"))), time.Minute, req(from(1, -1), session("g1")), true, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, tt.mode)
 			if tt.first != nil {
-				f.deliver(t, *tt.first, size, "complete")
+				// The first request leaves after 500 bytes, so there is something
+				// to continue; after a whole file there is not.
+				sent := int64(500)
+				if strings.HasPrefix(tt.name, "a finished") {
+					sent = size
+				}
+				f.deliver(t, *tt.first, sent, "client_gone")
 			}
 			f.clock.Advance(tt.wait)
 			d := f.start(t, tt.second)
@@ -407,7 +417,7 @@ func TestMeterUnknownSizeBillsFull(t *testing.T) {
 
 func TestMeterStartRefusals(t *testing.T) {
 	f := newFixture(t, usage.PerDownload)
-	f.deliver(t, req(func(r *usage.StartRequest) { r.LimitMinutes = 15 }), size, "complete")
+	f.deliver(t, req(func(r *usage.StartRequest) { r.LimitMinutes = 15 }), 500, "client_gone")
 	_, err := f.meter.Start(context.Background(), req(func(r *usage.StartRequest) { r.LimitMinutes = 15 }))
 	var qe *usage.QuotaError
 	if !errors.Is(err, usage.ErrQuotaExceeded) || !errors.As(err, &qe) {
@@ -661,4 +671,99 @@ func TestMeterChargeDirectLink(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Per-download mode must not hand out whole files through ranges: each of these
+// tricks fetched a file for nothing before.
+func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
+	limit := func(m float64) func(*usage.StartRequest) {
+		return func(r *usage.StartRequest) { r.LimitMinutes = m }
+	}
+
+	t.Run("resuming a finished download starts a new one", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(), size, "complete")
+		for range 3 {
+			f.clock.Advance(time.Minute)
+			f.deliver(t, req(from(1, -1)), size-1, "complete")
+		}
+		f.wantUsage(t, 40, 0)
+	})
+
+	t.Run("overlapping resumes add up to a whole file", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(), 600, "client_gone")            // billed: 10
+		f.deliver(t, req(from(1, -1)), 600, "client_gone") // continues: 1,200 bytes sent of 1,000
+		f.deliver(t, req(from(1, -1)), 999, "complete")    // the download is done: a new one
+		f.wantUsage(t, 20, 0)
+	})
+
+	t.Run("a download that sent nothing is not continued for free", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		// Five links, each opened with a range past the end (416: nothing sent,
+		// nothing billed), then resumed: only one fits the 10-minute quota.
+		for i := range 5 {
+			d := f.start(t, req(limit(10), session(fmt.Sprint("g", i)), from(99999, -1)))
+			if err := d.Headers(416, 0, size); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Finish("complete"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		served := 0
+		for i := range 5 {
+			d, err := f.meter.Start(context.Background(), req(limit(10), session(fmt.Sprint("g", i)), from(1, -1)))
+			if errors.Is(err, usage.ErrQuotaExceeded) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Headers(206, size-1, size); err != nil {
+				t.Fatal(err)
+			}
+			d.Add(size - 1)
+			if _, err := d.Finish("complete"); err != nil {
+				t.Fatal(err)
+			}
+			served++
+		}
+		if served != 1 {
+			t.Errorf("%d resumes of unbilled downloads served under a quota for one", served)
+		}
+		f.wantUsage(t, 10, 0)
+	})
+
+	t.Run("a resume Stream answers in full is a download of its own", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(), 500, "client_gone") // billed: 10
+		d := f.start(t, req(from(500, -1)))
+		if d.Reserved() != 0 {
+			t.Fatalf("a continuation of a paid download reserved %v", d.Reserved())
+		}
+		// If-Range no longer matched: 200 with the whole file.
+		if err := d.Headers(200, size, size); err != nil {
+			t.Fatal(err)
+		}
+		if d.Reserved() != 10 {
+			t.Fatalf("after a 200 the continuation holds %v minutes, want 10", d.Reserved())
+		}
+		d.Add(size)
+		if st, err := d.Finish("complete"); err != nil || st.Minutes != 10 {
+			t.Fatalf("Finish = %+v, %v; want 10 minutes", st, err)
+		}
+		f.wantUsage(t, 20, 0)
+	})
+
+	t.Run("a resume answered in full is refused when the quota is spent", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(limit(15)), 500, "client_gone")
+		d := f.start(t, req(limit(15), from(500, -1)))
+		if err := d.Headers(200, size, size); !errors.Is(err, usage.ErrQuotaExceeded) {
+			t.Fatalf("Headers = %v, want ErrQuotaExceeded", err)
+		}
+		d.Abort("quota")
+		f.wantUsage(t, 10, 0)
+	})
 }

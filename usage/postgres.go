@@ -446,18 +446,21 @@ func (l *Postgres) Report(ctx context.Context, period string) ([]ReportRow, erro
 }
 
 // FindDownload implements [Ledger].
-func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (string, bool, error) {
-	var id string
-	err := l.pool.QueryRow(ctx, `SELECT id FROM downloads
-		WHERE user_id = $1 AND video = $2 AND type = $3 AND session = $4 AND last_at >= $5
-		ORDER BY last_at DESC, started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since).Scan(&id)
+func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (DownloadState, bool, error) {
+	var d DownloadState
+	err := l.pool.QueryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
+			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0)::bigint,
+			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint
+		FROM downloads d
+		WHERE d.user_id = $1 AND d.video = $2 AND d.type = $3 AND d.session = $4 AND d.last_at >= $5
+		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
+		key.User, key.Video, string(key.Type), key.Session, since).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, nil
+		return DownloadState{}, false, nil
 	} else if err != nil {
-		return "", false, fmt.Errorf("find download: %w", err)
+		return DownloadState{}, false, fmt.Errorf("find download: %w", err)
 	}
-	return id, true, nil
+	return d, true, nil
 }
 
 // TouchDownload implements [Ledger].

@@ -577,18 +577,21 @@ func (l *SQLite) Report(ctx context.Context, period string) ([]ReportRow, error)
 }
 
 // FindDownload implements [Ledger].
-func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (string, bool, error) {
-	var id string
-	err := l.queryRow(ctx, `SELECT id FROM downloads
-		WHERE user_id = ? AND video = ? AND type = ? AND session = ? AND last_at >= ?
-		ORDER BY last_at DESC, started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).Scan(&id)
+func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (DownloadState, bool, error) {
+	var d DownloadState
+	err := l.queryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
+			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0),
+			COALESCE((SELECT MAX(range_start, 0) FROM deliveries WHERE download_id = d.id AND started_download), 0)
+		FROM downloads d
+		WHERE d.user_id = ? AND d.video = ? AND d.type = ? AND d.session = ? AND d.last_at >= ?
+		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
+		key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
+		return DownloadState{}, false, nil
 	} else if err != nil {
-		return "", false, fmt.Errorf("find download: %w", err)
+		return DownloadState{}, false, fmt.Errorf("find download: %w", err)
 	}
-	return id, true, nil
+	return d, true, nil
 }
 
 // TouchDownload implements [Ledger].

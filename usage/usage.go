@@ -189,8 +189,9 @@ type Ledger interface {
 	// Report sums the settled deliveries of period per user, ordered by user.
 	Report(ctx context.Context, period string) ([]ReportRow, error)
 	// FindDownload returns the most recently active download of key that was
-	// active at or after since.
-	FindDownload(ctx context.Context, key DownloadKey, since time.Time) (id string, ok bool, err error)
+	// active at or after since, with whether it was billed and the body bytes
+	// its deliveries have sent so far.
+	FindDownload(ctx context.Context, key DownloadKey, since time.Time) (d DownloadState, ok bool, err error)
 	// TouchDownload marks a download active at at, extending its resume window.
 	TouchDownload(ctx context.Context, id string, at time.Time) error
 	// Ping checks that the store answers.
@@ -295,6 +296,20 @@ type Settled struct {
 	Reserved  float64
 	OpenedAt  time.Time
 	SettledAt time.Time
+}
+
+// DownloadState is what a later request needs to know of a download it might
+// continue.
+type DownloadState struct {
+	ID string
+	// Billed is true once a delivery carried the download's charge.
+	Billed bool
+	// Bytes is the body bytes its deliveries have sent (settled, or as last
+	// checkpointed).
+	Bytes int64
+	// Start is the first byte its first delivery asked for (0 without a range):
+	// the download is whole once Bytes reaches the file's size less Start.
+	Start int64
 }
 
 // DownloadKey identifies the downloads a later request may continue.

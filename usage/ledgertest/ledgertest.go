@@ -474,14 +474,14 @@ func testFindDownload(t *testing.T, l usage.Ledger) {
 	}
 	find := func(k usage.DownloadKey, since time.Time) string {
 		t.Helper()
-		id, ok, err := l.FindDownload(ctx(), k, since)
+		d, ok, err := l.FindDownload(ctx(), k, since)
 		if err != nil {
 			t.Fatalf("FindDownload: %v", err)
 		}
 		if !ok {
 			return ""
 		}
-		return id
+		return d.ID
 	}
 	tests := []struct {
 		name  string
@@ -515,6 +515,45 @@ func testFindDownload(t *testing.T, l usage.Ledger) {
 	}
 	if got := find(key, T0.Add(45*time.Minute)); got != older.DownloadID {
 		t.Fatalf("after an earlier touch: FindDownload = %q, want %q", got, older.DownloadID)
+	}
+
+	// What the download's deliveries sent, and whether it was billed: a
+	// checkpoint of the open delivery counts, then a second delivery settled with
+	// the download's charge.
+	state := func() usage.DownloadState {
+		t.Helper()
+		d, ok, err := l.FindDownload(ctx(), key, time.Time{})
+		if err != nil || !ok || d.ID != older.DownloadID {
+			t.Fatalf("FindDownload = %+v, %v, %v; want %s", d, ok, err, older.DownloadID)
+		}
+		return d
+	}
+	if d := state(); d.Bytes != 0 || d.Billed {
+		t.Fatalf("a download with nothing sent: %+v", d)
+	}
+	if err := l.Checkpoint(ctx(), older.ID, 300, 0.3, T0.Add(50*time.Minute)); err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	if d := state(); d.Bytes != 300 || d.Billed {
+		t.Fatalf("after a checkpoint of 300 bytes: %+v", d)
+	}
+	cont := Open("alice", 1)
+	cont.DownloadID, cont.NewDownload, cont.Once, cont.At = older.DownloadID, false, 10, T0.Add(51*time.Minute)
+	mustReserve(t, l, cont, -1)
+	mustSettle(t, l, cont.ID, usage.Settlement{Status: "complete", Bytes: 700, Once: true})
+	if d := state(); d.Bytes != 1000 || !d.Billed || d.Start != 0 {
+		t.Fatalf("after a continuation of 700 bytes that carried the charge: %+v", d)
+	}
+	// A download's start is where its first delivery's range began.
+	ranged := Open("dora", 1)
+	ranged.RangeStart = 4096
+	mustReserve(t, l, ranged, -1)
+	cont2 := Open("dora", 1)
+	cont2.DownloadID, cont2.NewDownload, cont2.RangeStart = ranged.DownloadID, false, 9000
+	mustReserve(t, l, cont2, -1)
+	d, ok, err := l.FindDownload(ctx(), usage.DownloadKey{User: "dora", Video: video, Type: stream.Default}, time.Time{})
+	if err != nil || !ok || d.ID != ranged.DownloadID || d.Start != 4096 {
+		t.Fatalf("FindDownload of a ranged download = %+v, %v, %v; want %s starting at 4096", d, ok, err, ranged.DownloadID)
 	}
 }
 
