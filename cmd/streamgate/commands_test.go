@@ -379,3 +379,26 @@ func TestShutdownSettlesCutDownloads(t *testing.T) {
 		}
 	}
 }
+
+// TestServeStartupErrors: a failure while wiring the gateway is reported with its
+// cause, after what was opened before it is closed, and never panics.
+func TestServeStartupErrors(t *testing.T) {
+	se := newStreamEnv(t)
+	dir := t.TempDir()
+	path := se.writeConfig(t, dir, freePort(t), gwOptions{})
+	// A ledger path under a regular file cannot be opened.
+	blocker := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) string {
+		if k == "STREAMGATE_LEDGER_PATH" {
+			return filepath.Join(blocker, "ledger.db")
+		}
+		return ""
+	}
+	err := run(context.Background(), []string{"serve", "--config", path}, env, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "ledger") {
+		t.Fatalf("serve with an unopenable ledger = %v, want a ledger error", err)
+	}
+}

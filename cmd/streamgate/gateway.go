@@ -66,13 +66,15 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
 }
 
-func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts gatewayOptions) (g *gateway, err error) {
+func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts gatewayOptions) (_ *gateway, err error) {
 	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g = &gateway{cfg: cfg, log: log, cancel: cancel}
+	g := &gateway{cfg: cfg, log: log, cancel: cancel}
+	// Whatever was opened before a failure is closed; g stays set, whatever the
+	// function returns.
 	defer func() {
 		if err != nil {
 			g.Close()
