@@ -725,12 +725,16 @@ func TestStreamTokenReuse(t *testing.T) {
 		}
 	}
 	get("reuse-a")
+	// A minute later a fresh token would differ (its exp and nbf move with the
+	// clock; RS256 signs the same claims the same way): the same token means
+	// the first was reused.
+	e.clock.Advance(time.Minute)
 	get("reuse-b")
 	if toks := e.rec.streamTokens(); len(toks) != 1 {
 		t.Fatalf("%d distinct Stream tokens for two downloads, want 1", len(toks))
 	}
 	// Past half the token's life (5m by default) a fresh one is minted.
-	e.clock.Advance(3 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	get("reuse-a")
 	if toks := e.rec.streamTokens(); len(toks) != 2 {
 		t.Fatalf("%d distinct Stream tokens after 3 minutes, want 2", len(toks))

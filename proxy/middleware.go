@@ -185,14 +185,15 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-// redactPath hides the secret segment of link paths (/dl/GRANT/...) and anything
-// that looks like a JWT.
+// redactPath hides the secret segment of link paths (/dl/GRANT/...), and then
+// anything that looks like a JWT or a grant wherever it stands (/dl//GRANT/...).
 func redactPath(p string) string {
 	if rest, ok := strings.CutPrefix(p, "/dl/"); ok {
 		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			return "/dl/[redacted]" + rest[i:]
+			p = "/dl/[redacted]" + rest[i:]
+		} else {
+			p = "/dl/[redacted]"
 		}
-		return "/dl/[redacted]"
 	}
 	return redactText(p)
 }

@@ -29,6 +29,8 @@ func TestRedactPath(t *testing.T) {
 		{"authenticated route", "/v1/videos/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a/downloads/default.mp4", "/v1/videos/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a/downloads/default.mp4"},
 		{"token in a path", "/" + sampleJWT + "/downloads/default.mp4", "/[redacted]/downloads/default.mp4"},
 		{"grant outside /dl/", "//dl/" + sampleGrant + "/default.mp4", "//dl/[redacted]/default.mp4"},
+		{"grant after an empty segment", "/dl//" + sampleGrant + "/default.mp4", "/dl/[redacted]/[redacted]/default.mp4"},
+		{"grant deeper", "/dl/x/" + sampleGrant, "/dl/[redacted]/[redacted]"},
 		{"health", "/healthz", "/healthz"},
 	}
 	for _, tt := range tests {
