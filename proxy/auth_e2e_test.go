@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -327,4 +328,50 @@ func (e *env) logged(t *testing.T, r result) string {
 	t.Helper()
 	c, _ := e.requestLine(t, r)["cause"].(string)
 	return c
+}
+
+// TestCrossSiteCookie: another site can make a browser send the portal's cookie
+// (an <img>, a form), but not spend the user's quota with it.
+func TestCrossSiteCookie(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	gb := e.client(addrGB)
+	tok := e.jwt("victim", "", nil)
+	cookie := func(extra ...string) http.Header {
+		h := http.Header{"Cookie": {cookieName + "=" + tok}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			h.Set(extra[i], extra[i+1])
+		}
+		return h
+	}
+	dl := e.gw.url + "/v1/videos/" + uidPublic + "/downloads/default.mp4"
+	links := e.gw.url + "/v1/videos/" + uidPublic + "/links"
+	tests := []struct {
+		name   string
+		method string
+		url    string
+		hdr    http.Header
+		body   string
+		status int
+	}{
+		{"embedded download", "GET", dl, cookie("Sec-Fetch-Site", "cross-site"), "", http.StatusForbidden},
+		{"cross-site form", "POST", links, cookie("Sec-Fetch-Site", "cross-site", "Content-Type", "application/x-www-form-urlencoded"), "a=1", http.StatusForbidden},
+		{"form from a browser without Sec-Fetch-Site", "POST", links, cookie("Content-Type", "application/x-www-form-urlencoded"), "a=1", http.StatusUnsupportedMediaType},
+		{"same-site download", "GET", dl, cookie("Sec-Fetch-Site", "same-site"), "", http.StatusOK},
+		{"same-origin JSON link", "POST", links, cookie("Sec-Fetch-Site", "same-origin", "Content-Type", "application/json"), `{"type":"audio"}`, http.StatusCreated},
+		{"bearer from anywhere", "GET", dl, http.Header{"Authorization": {"Bearer " + tok}, "Sec-Fetch-Site": {"cross-site"}}, "", http.StatusOK},
+	}
+	for _, tt := range tests {
+		var body io.Reader
+		if tt.body != "" {
+			body = strings.NewReader(tt.body)
+		}
+		if r := do(t, gb, tt.method, tt.url, tt.hdr, body); r.status != tt.status {
+			t.Errorf("%s: status %d, want %d: %s", tt.name, r.status, tt.status, r.body)
+		}
+	}
+	// Two downloads went through (same-site, bearer); nothing else was billed.
+	if got := e.settled(t, "victim"); !near(got.MinutesUsed, 2*durPublic/60) {
+		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, 2*durPublic/60)
+	}
 }

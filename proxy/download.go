@@ -310,12 +310,23 @@ func (s *Server) checkCountry(r *http.Request, plan string) error {
 // authenticate verifies the portal credential; a failure spends a token of the
 // client address's bucket, and an address out of tokens gets 429 instead of 401.
 func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
+	// A browser sends the portal's cookie along with requests that other sites
+	// make it send (an <img>, a form): those must not spend the user's quota. A
+	// Bearer header, which no other site can make a browser add, is not at risk.
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" && !hasBearer(r) {
+		return auth.Identity{}, &Error{Status: http.StatusForbidden, Type: "cross_site",
+			Detail: "a request from another site cannot use the portal's cookie"}
+	}
 	id, err := s.Auth.Authenticate(r)
 	if err != nil {
 		return auth.Identity{}, s.authFailed(r, err)
 	}
 	infoFrom(r.Context()).user = id.UserID
 	return id, nil
+}
+
+func hasBearer(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ")
 }
 
 func (s *Server) authFailed(r *http.Request, cause error) error {

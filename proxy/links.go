@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -47,6 +48,14 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	}
 	ri := infoFrom(r.Context())
 	ri.video = uid
+	// With the portal's cookie as the credential, the body must be JSON, which a
+	// plain cross-site form cannot send: with the Sec-Fetch-Site check in
+	// authenticate (for browsers that send it), this keeps other sites from making
+	// links (and, in direct mode, charges) in the user's name.
+	if !hasBearer(r) && r.ContentLength != 0 && !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, r, errorf(http.StatusUnsupportedMediaType, "bad_content_type", "the body must be application/json"))
+		return
+	}
 	var req linkRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, r, err)
@@ -172,6 +181,11 @@ func DirectRules(country string, ip netip.Addr, bindIP bool) []stream.AccessRule
 		}
 	}
 	return nil
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 func decodeJSON(r *http.Request, v any) error {
