@@ -49,6 +49,17 @@ type Meter struct {
 	// open holds the deliveries this meter reserved and has not tried to settle
 	// yet, by ID: the ones its heartbeat keeps alive in a shared ledger.
 	open sync.Map // string → *Delivery
+	// unsettled holds the deliveries whose settlement failed (the ledger was
+	// unreachable or too slow), by ID, for RunReaper to try again: until then
+	// their reservations keep counting against their users.
+	unsettled sync.Map // string → settleAttempt
+}
+
+// settleAttempt is a settlement to try again.
+type settleAttempt struct {
+	d              *Delivery
+	status, reason string
+	abort          bool
 }
 
 type sizeKey struct {
@@ -302,32 +313,34 @@ func (m *Meter) Heartbeat(ctx context.Context, idle time.Duration) error {
 	return nil
 }
 
-// RunReaper keeps recovery going on a [Shared] ledger until ctx ends. Every
-// interval it heartbeats this meter's open deliveries that nothing wrote during
-// the interval, so that no replica takes them for abandoned, then settles, from
-// their last checkpoints, the deliveries no replica has written for the ledger's
-// stale threshold (those of replicas that died and did not come back), logging a
+// RunReaper keeps settlement going until ctx ends. Every interval it settles
+// again the deliveries of this meter whose settlement failed, and, on a [Shared]
+// ledger, heartbeats this meter's open deliveries that nothing wrote during the
+// interval, so that no replica takes them for abandoned, then settles, from their
+// last checkpoints, the deliveries no replica has written for the ledger's stale
+// threshold (those of replicas that died and did not come back), logging a
 // "billable download" line with status "recovered" for each. Run it on every
 // replica, for as long as it serves.
 //
-// A live delivery's row may be up to two intervals old, so every is shortened to
-// a third of the stale threshold when longer; every <= 0 is a quarter of it. On a
-// ledger that is not Shared, RunReaper returns at once: its Recover settles every
-// open delivery, the process's own live ones included, so it runs only at start.
+// On a shared ledger a live delivery's row may be up to two intervals old, so
+// every is shortened to a third of the stale threshold when longer; every <= 0 is
+// a quarter of it, or 10s on a ledger that is not shared. There Recover is never
+// called: it settles every open delivery, the process's own live ones included,
+// so it runs only at start.
 func (m *Meter) RunReaper(ctx context.Context, every time.Duration) {
 	shared, ok := m.ledger.(Shared)
-	if !ok {
-		m.cfg.Logger.Debug("ledger is not shared: open deliveries are recovered at start only")
-		return
-	}
-	stale := shared.StaleAfter()
-	switch {
-	case every <= 0:
-		every = stale / 4
-	case every > stale/3:
-		m.cfg.Logger.Warn("reaper interval shortened to a third of the ledger's stale threshold",
-			zap.Duration("interval", every), zap.Duration("stale_after", stale), zap.Duration("using", stale/3))
-		every = stale / 3
+	if ok {
+		stale := shared.StaleAfter()
+		switch {
+		case every <= 0:
+			every = stale / 4
+		case every > stale/3:
+			m.cfg.Logger.Warn("reaper interval shortened to a third of the ledger's stale threshold",
+				zap.Duration("interval", every), zap.Duration("stale_after", stale), zap.Duration("using", stale/3))
+			every = stale / 3
+		}
+	} else if every <= 0 {
+		every = 10 * time.Second
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -337,11 +350,24 @@ func (m *Meter) RunReaper(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		m.reap(ctx, every)
+		m.retrySettles()
+		if ok {
+			m.reap(ctx, every)
+		}
 	}
 }
 
-// reap is one round of RunReaper.
+// retrySettles settles again what failed to settle.
+func (m *Meter) retrySettles() {
+	m.unsettled.Range(func(id, v any) bool {
+		a := v.(settleAttempt)
+		if _, err := a.d.settle(a.status, a.reason, a.abort); err == nil {
+			m.unsettled.Delete(id)
+		}
+		return true
+	})
+}
+
 func (m *Meter) reap(ctx context.Context, every time.Duration) {
 	hctx, cancel := context.WithTimeout(ctx, m.cfg.LedgerTimeout)
 	err := m.Heartbeat(hctx, every)
@@ -606,7 +632,9 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 	defer cancel()
 	st, err := d.m.ledger.Settle(ctx, d.id, s)
 	if err != nil {
-		// The row stays open; a retry or the next start's Recover settles it.
+		// The row stays open: RunReaper tries again, or, should the process stop
+		// first, the next start's Recover (or another replica's) settles it.
+		d.m.unsettled.Store(d.id, settleAttempt{d: d, status: status, reason: reason, abort: abort})
 		d.m.cfg.Logger.Error("settle delivery", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
 			zap.String("video", d.req.Video), zap.String("status", status), zap.Int64("bytes", b), zap.Error(err))
 		return Settled{}, err

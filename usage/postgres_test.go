@@ -452,22 +452,59 @@ func TestPostgresRunReaper(t *testing.T) {
 	}
 }
 
-// TestRunReaperNotShared: on SQLite the reaper returns at once and settles
-// nothing, as SQLite's Recover would settle the process's own live deliveries.
+// TestRunReaperNotShared: on SQLite the reaper leaves the process's live
+// deliveries alone (SQLite's Recover would settle them) and settles again what
+// failed to settle, so its reservation does not hold the quota until a restart.
 func TestRunReaperNotShared(t *testing.T) {
-	f := newFixture(t, usage.Proportional)
-	d := f.start(t, req())
+	sq := openMemory(t)
+	fl := &failingSettle{Ledger: sq}
+	f := newFixtureOn(t, fl, usage.MeterConfig{Mode: usage.Proportional})
+	live := f.start(t, req())
+	failed := f.start(t, req(func(r *usage.StartRequest) { r.User = "bob" }))
+	if err := failed.Headers(200, size, size); err != nil {
+		t.Fatal(err)
+	}
+	failed.Add(size)
+	fl.fail.Store(1)
+	if _, err := failed.Finish("complete"); err == nil {
+		t.Fatal("Finish succeeded though the ledger failed it")
+	}
+	ledgertest.WantUsage(t, sq, "bob", usage.Period(f.clock.Now()), 0, 10)
+
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.meter.RunReaper(context.Background(), time.Millisecond)
+		f.meter.RunReaper(ctx, time.Millisecond)
 	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("RunReaper on SQLite did not return")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u, err := sq.Usage(context.Background(), "bob", usage.Period(f.clock.Now()))
+		if err == nil && u.MinutesReserved == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed settlement was not tried again: %+v, %v", u, err)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if st, err := d.Finish("complete"); err != nil || st.Status != "complete" {
-		t.Fatalf("Finish = %+v, %v; want the delivery still open", st, err)
+	cancel()
+	<-done
+	ledgertest.WantUsage(t, sq, "bob", usage.Period(f.clock.Now()), 10, 0)
+	if st, err := live.Finish("complete"); err != nil || st.Status != "complete" {
+		t.Fatalf("Finish = %+v, %v; want the live delivery still open", st, err)
 	}
+}
+
+// failingSettle fails the next fail calls of Settle.
+type failingSettle struct {
+	usage.Ledger
+	fail atomic.Int32
+}
+
+func (l *failingSettle) Settle(ctx context.Context, id string, s usage.Settlement) (usage.Settled, error) {
+	if l.fail.Add(-1) >= 0 {
+		return usage.Settled{}, errors.New("ledger unavailable")
+	}
+	return l.Ledger.Settle(ctx, id, s)
 }
