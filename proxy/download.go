@@ -195,6 +195,12 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 // letting it continue an earlier download would hand out a whole file for free
 // in per-download mode (bytes=-HUGE).
 func billingRange(r *http.Request) (start, end int64) {
+	if len(r.Header.Values("Range")) > 1 {
+		// Several Range lines: Stream might read any of them; serve the file.
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
+		return -1, -1
+	}
 	h := r.Header.Get("Range")
 	if h == "" {
 		return -1, -1

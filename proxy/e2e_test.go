@@ -623,6 +623,20 @@ func TestRateLimits(t *testing.T) {
 			t.Fatalf("second link: status %d, Retry-After %q", r.status, r.header.Get("Retry-After"))
 		}
 	})
+	t.Run("listing spends the links bucket", func(t *testing.T) {
+		// Each unknown video is a Stream API call: a user cannot spend the
+		// account's API limit by listing made-up videos.
+		tok := e.jwt("lister", "limited", nil)
+		list := func(uid string) result {
+			return do(t, gb, "GET", e.gw.url+"/v1/videos/"+uid+"/downloads", bearer(tok), nil)
+		}
+		if r := list(uidPublic); r.status != http.StatusOK {
+			t.Fatalf("first listing: status %d", r.status)
+		}
+		if r := list("f00df00df00df00df00df00df00df00d"); r.status != http.StatusTooManyRequests {
+			t.Fatalf("second listing: status %d, want 429", r.status)
+		}
+	})
 	t.Run("failed auth per address", func(t *testing.T) {
 		u := e.gw.url + "/v1/videos/" + uidPublic + "/downloads/default.mp4"
 		bad := bearer("garbage-token-value")

@@ -219,11 +219,21 @@ func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters"))
 		return
 	}
-	if _, err := s.authenticate(r); err != nil {
+	id, err := s.authenticate(r)
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}
 	infoFrom(r.Context()).video = uid
+	// Each unknown video costs a Stream API call, and the API's limit is the
+	// account's: listing spends the plan's links bucket.
+	if _, plan := s.plan(id.Plan); plan.Links != nil {
+		if res := plan.Links.Allow(id.UserID); !res.Allowed {
+			res.SetHeaders(w.Header())
+			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many requests; retry later"))
+			return
+		}
+	}
 	info, err := s.videos.get(r.Context(), uid)
 	if err != nil {
 		writeError(w, r, s.apiError(err))
@@ -290,7 +300,9 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runChecks(ctx context.Context) (int, map[string]string) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// The answer is cached for every prober: a prober that hangs up must not
+	// make it a failure.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	checks := map[string]string{"config": "ok"}
 	status := http.StatusOK

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/streamgate/streamgate/usage"
 )
@@ -44,6 +47,21 @@ var passHeaders = []string{
 	"Content-Disposition", "Etag", "Last-Modified", "Date",
 }
 
+// ledgerError is a ledger failure while the response headers were handled.
+type ledgerError struct{ err error }
+
+func (e ledgerError) Error() string { return "ledger: " + e.err.Error() }
+func (e ledgerError) Unwrap() error { return e.err }
+
+// logWriter turns the lines a log.Logger writes into warnings of the process
+// log, redacted.
+type logWriter struct{ log *zap.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn(redactText(strings.TrimSpace(string(p))))
+	return len(p), nil
+}
+
 // statusError is an upstream answer the gateway does not pass on.
 type statusError struct{ status int }
 
@@ -71,6 +89,9 @@ func (s *Server) newReverseProxy() http.Handler {
 	}
 	target := s.delivery
 	return &httputil.ReverseProxy{
+		// What ReverseProxy reports itself (a body copy that failed) goes to the
+		// process log, redacted like every other line.
+		ErrorLog:   log.New(logWriter{s.log.Named("proxy")}, "", 0),
 		Transport:  tr,
 		BufferPool: newBufferPool(),
 		// Flush as bytes arrive so metering and the client see the same progress.
@@ -114,6 +135,10 @@ func (s *Server) newReverseProxy() http.Handler {
 			resp.Header = keep
 			if up.delivery != nil {
 				if err := up.delivery.Headers(resp.StatusCode, resp.ContentLength, totalSize(resp)); err != nil {
+					var qe *usage.QuotaError
+					if !errors.As(err, &qe) {
+						err = ledgerError{err}
+					}
 					return err
 				}
 			}
@@ -139,10 +164,13 @@ func (s *Server) newReverseProxy() http.Handler {
 func (s *Server) upstreamError(r *http.Request, err error) error {
 	var se statusError
 	var qe *usage.QuotaError
+	var le ledgerError
 	var ne net.Error
 	switch {
 	case errors.As(err, &qe):
 		return s.quotaError(err)
+	case errors.As(err, &le):
+		return &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be recorded; retry later", Cause: err}
 	case errors.As(err, &se) && se.status == http.StatusNotFound:
 		return &Error{Status: http.StatusNotFound, Type: "download_not_found", Detail: "Stream has no such download", Cause: err}
 	case errors.As(err, &se):

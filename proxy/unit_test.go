@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -90,6 +92,26 @@ var billingRangeTests = []struct {
 	{"letters", "bytes=a-b", -1, -1, false},
 	{"bad end", "bytes=1-z", -1, -1, false},
 	{"huge", "bytes=99999999999999999999-", -1, -1, false},
+}
+
+func TestBillingRangeSeveralLines(t *testing.T) {
+	t.Parallel()
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header["Range"] = []string{"bytes=500-", "bytes=0-"}
+	r.Header.Set("If-Range", `"etag"`)
+	if start, end := billingRange(r); start != -1 || end != -1 || r.Header.Get("Range") != "" || r.Header.Get("If-Range") != "" {
+		t.Errorf("two Range lines: billed %d, %d with Range %q kept; want the whole file, no Range", start, end, r.Header.Values("Range"))
+	}
+}
+
+func TestUpstreamErrorLedger(t *testing.T) {
+	t.Parallel()
+	s := &Server{}
+	r := httptest.NewRequest("GET", "/", nil)
+	var pe *Error
+	if !errors.As(s.upstreamError(r, ledgerError{context.DeadlineExceeded}), &pe) || pe.Status != http.StatusServiceUnavailable {
+		t.Errorf("a ledger timeout while handling headers maps to %+v, want 503", pe)
+	}
 }
 
 func TestBillingRange(t *testing.T) {
