@@ -8,8 +8,6 @@
 // but never repeat the token.
 package auth
 
-import "context"
-
 // Sources of an Identity.
 const (
 	// SourceJWT marks an identity proven by a portal JWT.
@@ -28,17 +26,4 @@ type Identity struct {
 	Source string
 	// Grant is the verified grant when Source == SourceGrant, else nil.
 	Grant *Grant
-}
-
-type contextKey struct{}
-
-// NewContext returns a copy of ctx that carries id.
-func NewContext(ctx context.Context, id Identity) context.Context {
-	return context.WithValue(ctx, contextKey{}, id)
-}
-
-// FromContext returns the Identity stored by NewContext, if any.
-func FromContext(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(contextKey{}).(Identity)
-	return id, ok
 }

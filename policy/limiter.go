@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"maps"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -378,66 +376,4 @@ func (h *bucketHeap) Pop() any {
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return b
-}
-
-// PlanLimiters holds one Limiter per plan, for one purpose (say, download
-// starts), and a default Limiter for plans without a limit of their own.
-// Each Limiter tracks its own keys, so a user who changes plan starts with a
-// full bucket under the new plan.
-type PlanLimiters struct {
-	fallback *Limiter
-	plans    map[string]*Limiter
-}
-
-// NewPlanLimiters validates every limit, reporting all problems at once by
-// plan, and builds the limiters, each tracking at most maxKeys keys.
-func NewPlanLimiters(fallback Limit, perPlan map[string]Limit, maxKeys int) (*PlanLimiters, error) {
-	var errs []error
-	if err := fallback.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("default rate limit: %w", err))
-	}
-	for _, plan := range slices.Sorted(maps.Keys(perPlan)) {
-		if err := perPlan[plan].Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("rate limit for plan %q: %w", plan, err))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	p := &PlanLimiters{fallback: NewLimiter(fallback, maxKeys), plans: make(map[string]*Limiter, len(perPlan))}
-	for plan, l := range perPlan {
-		p.plans[plan] = NewLimiter(l, maxKeys)
-	}
-	return p, nil
-}
-
-// For returns the Limiter for plan, or the default one.
-func (p *PlanLimiters) For(plan string) *Limiter {
-	if p == nil {
-		return nil
-	}
-	if l, ok := p.plans[plan]; ok {
-		return l
-	}
-	return p.fallback
-}
-
-// Allow checks and counts one request for key under plan now.
-func (p *PlanLimiters) Allow(plan, key string) Result { return p.For(plan).Allow(key) }
-
-// AllowAt checks and counts one request for key under plan at now.
-func (p *PlanLimiters) AllowAt(plan, key string, now time.Time) Result {
-	return p.For(plan).AllowAt(key, now)
-}
-
-// Len returns how many keys are tracked across all plans.
-func (p *PlanLimiters) Len() int {
-	if p == nil {
-		return 0
-	}
-	n := p.fallback.Len()
-	for _, l := range p.plans {
-		n += l.Len()
-	}
-	return n
 }

@@ -312,49 +312,6 @@ func TestLimiterConcurrent(t *testing.T) {
 	}
 }
 
-func TestPlanLimiters(t *testing.T) {
-	p, err := NewPlanLimiters(Limit{Rate: 1, Burst: 1}, map[string]Limit{
-		"pro":       {Rate: 1, Burst: 3, Name: "pro"},
-		"unlimited": {Rate: rate.Inf},
-	}, 100)
-	if err != nil {
-		t.Fatalf("NewPlanLimiters: %v", err)
-	}
-	count := func(plan string) int {
-		n := 0
-		for range 10 {
-			if p.AllowAt(plan, "alice", t0).Allowed {
-				n++
-			}
-		}
-		return n
-	}
-	for plan, want := range map[string]int{"free": 1, "pro": 3, "unlimited": 10} {
-		if got := count(plan); got != want {
-			t.Errorf("plan %q: %d allowed, want %d", plan, got, want)
-		}
-	}
-	if got := p.AllowAt("pro", "alice", t0).Policy; got != `"pro";q=3;w=3` {
-		t.Errorf("pro policy = %q", got)
-	}
-	if p.Len() != 2 {
-		t.Errorf("Len = %d, want 2", p.Len())
-	}
-
-	_, err = NewPlanLimiters(Limit{}, map[string]Limit{"pro": {Rate: 1}, "ok": {Rate: 1, Burst: 1}}, 100)
-	if err == nil {
-		t.Fatal("NewPlanLimiters(invalid): got nil error")
-	}
-	for _, want := range []string{"default rate limit", `plan "pro": burst 0`} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not contain %q", err, want)
-		}
-	}
-	if strings.Contains(err.Error(), `"ok"`) {
-		t.Errorf("error %q blames a valid plan", err)
-	}
-}
-
 func BenchmarkLimiterAllow(b *testing.B) {
 	keys := make([]string, 1000)
 	for i := range keys {

@@ -64,9 +64,8 @@ func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorf(http.StatusForbidden, "link_address", "this link is bound to another client address"))
 		return
 	}
-	gr := g
 	s.serveDownload(w, r, download{
-		id:       auth.Identity{UserID: g.User, Plan: g.Plan, Source: "grant", Grant: &gr},
+		id:       g.Identity(),
 		video:    g.Video,
 		typ:      typ,
 		filename: g.Filename,

@@ -504,7 +504,10 @@ func TestUpstreamDown(t *testing.T) {
 func TestFaults(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	impatient := e.gateway(func(c *Config, _ *Deps) { c.ResponseHeaderTimeout = 200 * time.Millisecond })
+	impatient := e.gateway(func(c *Config, _ *Deps) {
+		c.ResponseHeaderTimeout = 200 * time.Millisecond
+		c.UpstreamIdleTimeout = 200 * time.Millisecond
+	})
 	gb := e.client(addrGB)
 	u := func(gw *gateway, uid string) string { return gw.url + "/v1/videos/" + uid + "/downloads/default.mp4" }
 
@@ -521,6 +524,32 @@ func TestFaults(t *testing.T) {
 		}
 		if got := e.settled(t, "fault-500"); got.MinutesUsed != 0 {
 			t.Errorf("billed %v minutes", got.MinutesUsed)
+		}
+	})
+	t.Run("a body that stalls is cut off and billed what it delivered", func(t *testing.T) {
+		// One byte a second: the emulator sends a first chunk, then waits.
+		e.emu.SetFault(uidPublic, streamtest.Fault{BytesPerSecond: 1})
+		defer e.emu.SetFault(uidPublic, streamtest.Fault{})
+		tok := e.jwt("fault-stall", "", nil)
+		r := do(t, gb, "GET", u(impatient, uidPublic), bearer(tok), nil)
+		if r.status != http.StatusOK || r.err == nil || len(r.body) == 0 || len(r.body) >= sizePublic {
+			t.Fatalf("status %d, %d bytes, err %v: want a body cut short", r.status, len(r.body), r.err)
+		}
+		// The gateway cut it (upstream_failed), not the client giving up.
+		eventually(t, "the stalled delivery's billable line", func() bool {
+			for _, l := range e.logs.lines(t, "billable download") {
+				if l["user"] == "fault-stall" {
+					if l["status"] != "upstream_failed" {
+						t.Fatalf("stalled delivery settled as %v, want upstream_failed", l["status"])
+					}
+					return true
+				}
+			}
+			return false
+		})
+		got := e.settled(t, "fault-stall")
+		if want := durPublic / 60 * float64(len(r.body)) / sizePublic; !near(got.MinutesUsed, want) {
+			t.Errorf("billed %v minutes, want %v for %d bytes", got.MinutesUsed, want, len(r.body))
 		}
 	})
 	t.Run("slow headers are 504", func(t *testing.T) {

@@ -96,7 +96,7 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.LinkMode == "direct" {
 		// The link is made before it is billed, so a link that cannot be made
 		// costs nothing.
-		link, err = s.directLink(r, uid, typ, req.Filename, exp)
+		link, err = s.directLink(r, planName, uid, typ, req.Filename, exp)
 		if err == nil {
 			// Stream serves these bytes straight to the user, so the link is
 			// billed in full now; a link the quota cannot cover is not handed out.
@@ -143,12 +143,11 @@ func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, 
 	return u.String(), nil
 }
 
-// directLink signs a Stream URL whose rules pin the user's country (and address,
-// with bind_ip). With the country unknown (and allowed by policy) there is nothing
-// to pin it to, so only the address rule, if any, applies.
-func (s *Server) directLink(r *http.Request, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
+// directLink signs a Stream URL whose rules pin the user's country (or address,
+// with bind_ip); see DirectRules.
+func (s *Server) directLink(r *http.Request, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
 	ri := infoFrom(r.Context())
-	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP)
+	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP, s.Country.Rules(plan).Block)
 	now := s.now()
 	tok, err := s.Signer.Mint(stream.Claims{
 		Video: uid, NotBefore: now.Add(-nbfSkew), ExpiresAt: exp, Downloadable: true, AccessRules: rules,
@@ -165,9 +164,10 @@ func (s *Server) directLink(r *http.Request, uid string, typ stream.DownloadType
 //   - with bindIP: [{ip.src allow [ADDR]}, {any block}], the user's own address,
 //     which is stricter than its country (the gateway has located that address
 //     already, and a country rule before it would let the whole country in);
-//   - country unknown (and allowed by policy) without bindIP: no rules, since
-//     there is nothing to pin the link to.
-func DirectRules(country string, ip netip.Addr, bindIP bool) []stream.AccessRule {
+//   - country unknown (and allowed by policy) without bindIP: there is nothing
+//     to pin the link to, so the token restates the plan's blocked countries,
+//     [{ip.geoip.country block [...]}], and otherwise carries no rule.
+func DirectRules(country string, ip netip.Addr, bindIP bool, blocked []string) []stream.AccessRule {
 	if bindIP && ip.IsValid() {
 		return []stream.AccessRule{
 			{Type: stream.RuleIPSrc, Action: stream.ActionAllow, IP: []string{ip.Unmap().String()}},
@@ -179,6 +179,9 @@ func DirectRules(country string, ip netip.Addr, bindIP bool) []stream.AccessRule
 			{Type: stream.RuleCountry, Action: stream.ActionAllow, Country: []string{country}},
 			{Type: stream.RuleAny, Action: stream.ActionBlock},
 		}
+	}
+	if len(blocked) > 0 {
+		return []stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionBlock, Country: blocked}}
 	}
 	return nil
 }

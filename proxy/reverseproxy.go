@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -143,6 +144,7 @@ func (s *Server) newReverseProxy() http.Handler {
 				}
 			}
 			up.headersOK = true
+			resp.Body = newIdleBody(resp.Body, s.cfg.UpstreamIdleTimeout)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -198,6 +200,33 @@ func totalSize(resp *http.Response) int64 {
 		}
 	}
 	return -1
+}
+
+// idleBody closes an upstream body that has delivered nothing for idle: the
+// copy then fails, and the download settles what it delivered.
+type idleBody struct {
+	io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration) *idleBody {
+	b := &idleBody{ReadCloser: rc, idle: idle}
+	b.timer = time.AfterFunc(idle, func() { rc.Close() })
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
 }
 
 // meteredWriter tells the delivery how many body bytes reached the client.

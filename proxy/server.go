@@ -100,6 +100,10 @@ type Config struct {
 	// WriteIdleTimeout cuts a client off that has taken no bytes for this long
 	// (default 60s).
 	WriteIdleTimeout time.Duration
+	// UpstreamIdleTimeout cuts a download off when Stream has sent no bytes of
+	// its body for this long (default 60s), so a stalled upstream does not hold
+	// the request, its concurrency slot and its reservation indefinitely.
+	UpstreamIdleTimeout time.Duration
 	// DefaultPlan names the plan of identities without one.
 	DefaultPlan string
 	Plans       map[string]Plan
@@ -188,6 +192,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	setDefault(&cfg.DialTimeout, 5*time.Second)
 	setDefault(&cfg.ResponseHeaderTimeout, 30*time.Second)
 	setDefault(&cfg.WriteIdleTimeout, 60*time.Second)
+	setDefault(&cfg.UpstreamIdleTimeout, 60*time.Second)
 	if d.Log == nil {
 		d.Log = zap.NewNop()
 	}

@@ -278,20 +278,23 @@ func TestDirectRules(t *testing.T) {
 		country string
 		ip      netip.Addr
 		bind    bool
+		blocked []string
 		want    []stream.AccessRule
 	}{
-		{"country", "GB", gb, false, country("GB")},
-		{"country without address", "DE", netip.Addr{}, false, country("DE")},
-		{"bound address wins over country", "GB", gb, true, addr("127.0.0.2")},
-		{"bound mapped address", "GB", mapped, true, addr("127.0.0.2")},
-		{"bound IPv6", "", v6, true, addr("2001:db8::1")},
-		{"bound, address unknown", "US", netip.Addr{}, true, country("US")},
-		{"nothing known", "", netip.Addr{}, true, nil},
-		{"country unknown, not bound", "", gb, false, nil},
+		{"country", "GB", gb, false, []string{"FR"}, country("GB")},
+		{"country without address", "DE", netip.Addr{}, false, nil, country("DE")},
+		{"bound address wins over country", "GB", gb, true, nil, addr("127.0.0.2")},
+		{"bound mapped address", "GB", mapped, true, nil, addr("127.0.0.2")},
+		{"bound IPv6", "", v6, true, nil, addr("2001:db8::1")},
+		{"bound, address unknown", "US", netip.Addr{}, true, nil, country("US")},
+		{"nothing known", "", netip.Addr{}, true, nil, nil},
+		{"country unknown, not bound", "", gb, false, nil, nil},
+		{"country unknown: the plan's blocks restated", "", gb, false, []string{"FR", "US"},
+			[]stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionBlock, Country: []string{"FR", "US"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := DirectRules(tt.country, tt.ip, tt.bind)
+			got := DirectRules(tt.country, tt.ip, tt.bind, tt.blocked)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("DirectRules(%q, %v, %v) = %+v, want %+v", tt.country, tt.ip, tt.bind, got, tt.want)
 			}
