@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,6 +149,80 @@ func TestQuotaUnderConcurrency(t *testing.T) {
 			}
 			if row.Downloads != fits || row.Deliveries != fits || row.Bytes != fits*testSize {
 				t.Errorf("usage report row = %+v, want %d downloads and deliveries of %d bytes", row, fits, testSize)
+			}
+		})
+	}
+}
+
+// TestQuotaUnderConcurrencyCap: the same 200 downloads under a concurrency cap
+// of 4. Those the cap turns away (429) try again, as a client would, until they
+// are served or refused for the quota: exactly 10 are served, the rest end in
+// 403, and the ledger never passes the limit.
+func TestQuotaUnderConcurrencyCap(t *testing.T) {
+	const (
+		clients = 200
+		fits    = 10
+	)
+	for _, mode := range []string{"proportional", "per-download"} {
+		t.Run(mode, func(t *testing.T) {
+			se := newStreamEnv(t)
+			uid := se.addVideo(testDuration, testSize)
+			limit := fits * testMinutes
+			gw := startGateway(t, se, gwOptions{
+				Metering: mode,
+				Plans:    map[string]plan{"basic": {Minutes: limit, MaxConcurrent: 4}},
+			})
+			token := portalToken(t, "cora", "basic")
+			c := clientFrom(t, ipGB)
+
+			var (
+				wg       sync.WaitGroup
+				served   atomic.Int64
+				refused  atomic.Int64
+				turnAway atomic.Int64
+				start    = make(chan struct{})
+			)
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					for {
+						r := do(t, c, http.MethodGet, gw.downloadURL(uid, stream.Default), token, nil)
+						switch r.status {
+						case http.StatusOK:
+							checkContent(t, r.body, uid, stream.Default, 0)
+							served.Add(1)
+							return
+						case http.StatusForbidden:
+							refused.Add(1)
+							return
+						case http.StatusTooManyRequests:
+							turnAway.Add(1)
+							if r.header.Get("Retry-After") == "" {
+								t.Errorf("429 without Retry-After")
+								return
+							}
+							runtime.Gosched()
+						default:
+							t.Errorf("download answered %d: %s", r.status, r.body)
+							return
+						}
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			t.Logf("served %d, refused %d, turned away by the cap %d times", served.Load(), refused.Load(), turnAway.Load())
+			if served.Load() != fits || refused.Load() != clients-fits {
+				t.Errorf("served %d and refused %d, want %d and %d", served.Load(), refused.Load(), fits, clients-fits)
+			}
+			if turnAway.Load() == 0 {
+				t.Error("the concurrency cap never answered: the test did not exercise it")
+			}
+			u := settledUsage(t, c, gw.url, token)
+			if !near(u.MinutesUsed, limit, 1e-6) || u.MinutesReserved != 0 {
+				t.Errorf("usage = %+v, want %.0f used and nothing reserved", u, limit)
 			}
 		})
 	}
