@@ -162,8 +162,10 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	// another request later.
 	defer dw.clear()
 	rw := http.ResponseWriter(dw)
+	var mw *meteredWriter
 	if delivery != nil {
-		rw = &meteredWriter{ResponseWriter: rw, d: delivery}
+		mw = &meteredWriter{ResponseWriter: rw, d: delivery}
+		rw = mw
 	}
 	finished := false
 	defer func() {
@@ -177,7 +179,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			_, _ = delivery.Finish("complete")
 		case errors.Is(context.Cause(ctx), ErrShutdown):
 			_, _ = delivery.Finish("shutdown")
-		case ctx.Err() != nil:
+		case ctx.Err() != nil, mw.clientGone:
 			_, _ = delivery.Finish("client_gone")
 		default:
 			_, _ = delivery.Finish("upstream_failed")

@@ -229,16 +229,21 @@ func (b *idleBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
-// meteredWriter tells the delivery how many body bytes reached the client.
+// meteredWriter tells the delivery how many body bytes reached the client, and
+// remembers whether writing to the client failed (the client left).
 type meteredWriter struct {
 	http.ResponseWriter
-	d *usage.Delivery
+	d          *usage.Delivery
+	clientGone bool
 }
 
 func (w *meteredWriter) Write(b []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(b)
 	if n > 0 {
 		w.d.Add(int64(n))
+	}
+	if err != nil {
+		w.clientGone = true
 	}
 	return n, err
 }
