@@ -73,9 +73,46 @@ func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+func errBadVideo() *Error {
+	return errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters")
+}
+
+func errBadFilename() *Error {
+	return errorf(http.StatusBadRequest, "bad_filename",
+		"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen)
+}
+
+// allow spends a token of the user's bucket l (nil: no limit); what, in the
+// refusal, says what was limited.
+func allow(w http.ResponseWriter, l RateLimiter, user, what string) error {
+	if l == nil {
+		return nil
+	}
+	res := l.Allow(user)
+	if res.Allowed {
+		return nil
+	}
+	res.SetHeaders(w.Header())
+	return errorf(http.StatusTooManyRequests, "rate_limited", "too many %s; retry later", what)
+}
+
+// videoCaller checks the route's video ID, then the portal credential.
+func (s *Server) videoCaller(r *http.Request) (auth.Identity, string, error) {
+	uid := r.PathValue("uid")
+	if !stream.ValidUID(uid) {
+		return auth.Identity{}, "", errBadVideo()
+	}
+	id, err := s.authenticate(r)
+	if err != nil {
+		return auth.Identity{}, "", err
+	}
+	infoFrom(r.Context()).video = uid
+	return id, uid, nil
+}
+
 func parseDownload(uid, file string, q map[string][]string) (download, error) {
 	if !stream.ValidUID(uid) {
-		return download{}, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters")
+		return download{}, errBadVideo()
 	}
 	typ, ok := stream.TypeFromFile(file)
 	if !ok {
@@ -84,8 +121,7 @@ func parseDownload(uid, file string, q map[string][]string) (download, error) {
 	var name string
 	if v, ok := q["filename"]; ok {
 		if len(v) != 1 || !stream.ValidFilename(v[0]) {
-			return download{}, errorf(http.StatusBadRequest, "bad_filename",
-				"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen)
+			return download{}, errBadFilename()
 		}
 		name = v[0]
 	}
@@ -103,12 +139,9 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		writeError(w, r, err)
 		return
 	}
-	if plan.Downloads != nil {
-		if res := plan.Downloads.Allow(dl.id.UserID); !res.Allowed {
-			res.SetHeaders(w.Header())
-			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many downloads started; retry later"))
-			return
-		}
+	if err := allow(w, plan.Downloads, dl.id.UserID, "downloads started"); err != nil {
+		writeError(w, r, err)
+		return
 	}
 	release, ok := s.Concurrency.Acquire(dl.id.UserID, plan.MaxConcurrent)
 	if !ok {

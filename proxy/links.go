@@ -36,18 +36,12 @@ const maxLinkBody = 4 << 10
 
 // handleCreateLink serves POST /v1/videos/{uid}/links.
 func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if !stream.ValidUID(uid) {
-		writeError(w, r, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters"))
-		return
-	}
-	id, err := s.authenticate(r)
+	id, uid, err := s.videoCaller(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
 	ri := infoFrom(r.Context())
-	ri.video = uid
 	// With the portal's cookie as the credential, the body must be JSON, which a
 	// plain cross-site form cannot send: with the Sec-Fetch-Site check in
 	// authenticate (for browsers that send it), this keeps other sites from making
@@ -69,8 +63,7 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.Filename != "" && !stream.ValidFilename(req.Filename) {
-		writeError(w, r, errorf(http.StatusBadRequest, "bad_filename",
-			"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen))
+		writeError(w, r, errBadFilename())
 		return
 	}
 	planName, plan := s.plan(id.Plan)
@@ -78,12 +71,9 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if plan.Links != nil {
-		if res := plan.Links.Allow(id.UserID); !res.Allowed {
-			res.SetHeaders(w.Header())
-			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many links created; retry later"))
-			return
-		}
+	if err := allow(w, plan.Links, id.UserID, "links created"); err != nil {
+		writeError(w, r, err)
+		return
 	}
 	info, err := s.videoReady(r.Context(), uid, typ)
 	if err != nil {
@@ -217,25 +207,17 @@ type downloadState struct {
 
 // handleListDownloads serves GET /v1/videos/{uid}/downloads.
 func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if !stream.ValidUID(uid) {
-		writeError(w, r, errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters"))
-		return
-	}
-	id, err := s.authenticate(r)
+	id, uid, err := s.videoCaller(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	infoFrom(r.Context()).video = uid
 	// Each unknown video costs a Stream API call, and the API's limit is the
 	// account's: listing spends the plan's links bucket.
-	if _, plan := s.plan(id.Plan); plan.Links != nil {
-		if res := plan.Links.Allow(id.UserID); !res.Allowed {
-			res.SetHeaders(w.Header())
-			writeError(w, r, errorf(http.StatusTooManyRequests, "rate_limited", "too many requests; retry later"))
-			return
-		}
+	_, plan := s.plan(id.Plan)
+	if err := allow(w, plan.Links, id.UserID, "requests"); err != nil {
+		writeError(w, r, err)
+		return
 	}
 	info, err := s.videos.get(r.Context(), uid)
 	if err != nil {
