@@ -140,21 +140,11 @@ func (l *Postgres) migrate(ctx context.Context) error {
 
 // Reserve implements [Ledger].
 func (l *Postgres) Reserve(ctx context.Context, d OpenDelivery, limit float64) error {
-	switch {
-	case d.ID == "", d.DownloadID == "", d.User == "", d.Period == "":
-		return errors.New("reserve: delivery needs an ID, a download ID, a user and a period")
-	case d.Reserve < 0, d.Once < 0, d.Duration < 0:
-		return errors.New("reserve: negative minutes or duration")
+	want, lim, err := d.check(limit)
+	if err != nil {
+		return err
 	}
-	if d.At.IsZero() {
-		d.At = time.Now()
-	}
-	want := toMicro(d.Reserve)
-	lim := int64(-1)
-	if limit >= 0 {
-		lim = toMicro(limit)
-	}
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO quota_periods (user_id, period) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
 			d.User, d.Period); err != nil {
 			return err

@@ -260,19 +260,9 @@ func (l *SQLite) apply(ctx context.Context, version int, name string) error {
 func (l *SQLite) Reserve(ctx context.Context, d OpenDelivery, limit float64) error {
 	l.writes.Lock()
 	defer l.writes.Unlock()
-	switch {
-	case d.ID == "", d.DownloadID == "", d.User == "", d.Period == "":
-		return errors.New("reserve: delivery needs an ID, a download ID, a user and a period")
-	case d.Reserve < 0, d.Once < 0, d.Duration < 0:
-		return errors.New("reserve: negative minutes or duration")
-	}
-	if d.At.IsZero() {
-		d.At = time.Now()
-	}
-	want := toMicro(d.Reserve)
-	lim := int64(-1)
-	if limit >= 0 {
-		lim = toMicro(limit)
+	want, lim, err := d.check(limit)
+	if err != nil {
+		return err
 	}
 
 	tx, err := l.begin(ctx)

@@ -298,6 +298,25 @@ type Settled struct {
 	SettledAt time.Time
 }
 
+// check refuses a malformed reservation, fills in At, and returns the
+// reservation and the limit (-1: none) in micro-minutes, as the stores keep them.
+func (d *OpenDelivery) check(limit float64) (want, lim int64, err error) {
+	switch {
+	case d.ID == "", d.DownloadID == "", d.User == "", d.Period == "":
+		return 0, 0, errors.New("reserve: delivery needs an ID, a download ID, a user and a period")
+	case d.Reserve < 0, d.Once < 0, d.Duration < 0:
+		return 0, 0, errors.New("reserve: negative minutes or duration")
+	}
+	if d.At.IsZero() {
+		d.At = time.Now()
+	}
+	lim = -1
+	if limit >= 0 {
+		lim = toMicro(limit)
+	}
+	return toMicro(d.Reserve), lim, nil
+}
+
 // DownloadState is what a later request needs to know of a download it might
 // continue.
 type DownloadState struct {
