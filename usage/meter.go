@@ -161,7 +161,13 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		if err != nil {
 			return nil, fmt.Errorf("start delivery: %w", err)
 		}
-		if size := m.size(req.Video, req.Type); ok && (size <= 0 || dl.Bytes < size-dl.Start) {
+		// The size as this process learned it, else as the ledger kept it (another
+		// replica, or before a restart).
+		size := m.size(req.Video, req.Type)
+		if size <= 0 {
+			size = dl.Size
+		}
+		if ok && (size <= 0 || dl.Bytes < size-dl.Start) {
 			starts, downloadID, billed = false, dl.ID, dl.Billed
 		}
 	}

@@ -690,6 +690,19 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		f.wantUsage(t, 40, 0)
 	})
 
+	t.Run("a fresh meter learns the size from the ledger", func(t *testing.T) {
+		// Another replica, or this one before a restart, served the whole file:
+		// a new meter on the same ledger has no size of its own yet.
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(), size, "complete")
+		fresh := newFixtureOn(t, f.ledger, usage.MeterConfig{Mode: usage.PerDownload})
+		d := fresh.start(t, req(from(1, -1)))
+		if !d.StartsDownload() {
+			t.Fatal("a range over a finished download continued it on a meter that had not seen the file")
+		}
+		d.Abort("test")
+	})
+
 	t.Run("overlapping resumes add up to a whole file", func(t *testing.T) {
 		f := newFixture(t, usage.PerDownload)
 		f.deliver(t, req(), 600, "client_gone")            // billed: 10

@@ -440,11 +440,12 @@ func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time
 	var d DownloadState
 	err := l.pool.QueryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
 			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0)::bigint,
-			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint
+			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint,
+			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)::bigint
 		FROM downloads d
 		WHERE d.user_id = $1 AND d.video = $2 AND d.type = $3 AND d.session = $4 AND d.last_at >= $5
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start)
+		key.User, key.Video, string(key.Type), key.Session, since).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start, &d.Size)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return DownloadState{}, false, nil
 	} else if err != nil {

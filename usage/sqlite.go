@@ -571,11 +571,12 @@ func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.T
 	var d DownloadState
 	err := l.queryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
 			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0),
-			COALESCE((SELECT MAX(range_start, 0) FROM deliveries WHERE download_id = d.id AND started_download), 0)
+			COALESCE((SELECT MAX(range_start, 0) FROM deliveries WHERE download_id = d.id AND started_download), 0),
+			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)
 		FROM downloads d
 		WHERE d.user_id = ? AND d.video = ? AND d.type = ? AND d.session = ? AND d.last_at >= ?
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start)
+		key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start, &d.Size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DownloadState{}, false, nil
 	} else if err != nil {

@@ -329,6 +329,8 @@ type DownloadState struct {
 	// Start is the first byte its first delivery asked for (0 without a range):
 	// the download is whole once Bytes reaches the file's size less Start.
 	Start int64
+	// Size is the file's size as its settled deliveries learned it; 0 unknown.
+	Size int64
 }
 
 // DownloadKey identifies the downloads a later request may continue.

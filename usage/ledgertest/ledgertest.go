@@ -540,8 +540,8 @@ func testFindDownload(t *testing.T, l usage.Ledger) {
 	cont := Open("alice", 1)
 	cont.DownloadID, cont.NewDownload, cont.Once, cont.At = older.DownloadID, false, 10, T0.Add(51*time.Minute)
 	mustReserve(t, l, cont, -1)
-	mustSettle(t, l, cont.ID, usage.Settlement{Status: "complete", Bytes: 700, Once: true})
-	if d := state(); d.Bytes != 1000 || !d.Billed || d.Start != 0 {
+	mustSettle(t, l, cont.ID, usage.Settlement{Status: "complete", Bytes: 700, TotalSize: 1000, Once: true})
+	if d := state(); d.Bytes != 1000 || !d.Billed || d.Start != 0 || d.Size != 1000 {
 		t.Fatalf("after a continuation of 700 bytes that carried the charge: %+v", d)
 	}
 	// A download's start is where its first delivery's range began.
