@@ -178,6 +178,10 @@ func (c *videoCache) fresh(e *videoEntry, now time.Time) bool {
 	return now.Sub(e.fetched) < ttl
 }
 
+// sweep drops the stale entries; if that leaves the map full, it drops fetched
+// ones until a tenth of it is free, so the map stays bounded whatever videos are
+// asked for and a full scan is paid once per many misses (which entries go is
+// left to map order: any is as good a choice).
 func (c *videoCache) sweep(now time.Time) {
 	for k, e := range c.entries {
 		select {
@@ -185,6 +189,19 @@ func (c *videoCache) sweep(now time.Time) {
 			if !c.fresh(e, now) {
 				delete(c.entries, k)
 			}
+		default:
+		}
+	}
+	if len(c.entries) < maxCachedVideos {
+		return
+	}
+	for k, e := range c.entries {
+		if len(c.entries) <= maxCachedVideos*9/10 {
+			return
+		}
+		select {
+		case <-e.ready:
+			delete(c.entries, k)
 		default:
 		}
 	}

@@ -10,10 +10,12 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/streamtest"
 )
 
 // A JWT-shaped string, as Stream tokens and portal tokens are.
@@ -317,5 +319,40 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
+	}
+}
+
+// fakeAPI answers every video as ready, counting calls.
+type fakeAPI struct{ calls atomic.Int64 }
+
+func (a *fakeAPI) Video(_ context.Context, uid string) (stream.Video, error) {
+	a.calls.Add(1)
+	return stream.Video{UID: uid, Duration: 60, ReadyToStream: true}, nil
+}
+
+func (a *fakeAPI) Downloads(context.Context, string) (stream.Downloads, error) {
+	return stream.Downloads{stream.Default: {Type: stream.Default, Status: stream.DownloadReady, PercentComplete: 100}}, nil
+}
+
+func (a *fakeAPI) Ping(context.Context) error { return nil }
+
+func TestVideoCacheBounded(t *testing.T) {
+	t.Parallel()
+	api := &fakeAPI{}
+	clock := streamtest.NewClock(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	c := newVideoCache(api, time.Hour, clock.Now)
+	for i := range maxCachedVideos + 500 {
+		if _, err := c.get(context.Background(), fmt.Sprintf("%032x", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.entries); n > maxCachedVideos {
+		t.Fatalf("%d cached videos, want at most %d", n, maxCachedVideos)
+	}
+	// A fresh entry is served from the cache.
+	before := api.calls.Load()
+	uid := fmt.Sprintf("%032x", maxCachedVideos+499)
+	if _, err := c.get(context.Background(), uid); err != nil || api.calls.Load() != before {
+		t.Fatalf("a fresh entry cost an API call (%v)", err)
 	}
 }
