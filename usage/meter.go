@@ -196,6 +196,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		id:         newID(),
 		downloadID: downloadID,
 		starts:     starts,
+		billed:     billed,
 		period:     Period(now),
 		reserved:   reserve,
 	}
@@ -425,6 +426,7 @@ type Delivery struct {
 	id         string
 	downloadID string
 	starts     bool
+	billed     bool // it continues a download that was billed already
 	period     string
 
 	bytes  atomic.Int64 // body bytes written to the client
@@ -565,13 +567,24 @@ func (d *Delivery) beat(at int64) {
 }
 
 // minutes is what b bytes bill on this delivery itself: proportionalMinutes,
-// or the full duration for a per-download continuation answered in full. The
-// download's once-only charge is billed through the ledger.
+// or the full duration for a per-download continuation of a billed download
+// that Stream answered in full. The download's once-only charge is billed
+// through the ledger (once), which is what a full answer to a download not
+// billed yet pays: that keeps a crash from billing it twice, checkpoint and
+// charge.
 func (d *Delivery) minutes(b int64) float64 {
-	if d.fullCharge.Load() && b > 0 {
+	if d.fullCharge.Load() && d.billed && b > 0 {
 		return d.req.Duration / 60
 	}
 	return d.proportionalMinutes(b)
+}
+
+// once reports whether settling b bytes bills the download's once-only charge.
+func (d *Delivery) once(b int64) bool {
+	if d.m.cfg.Mode != PerDownload || b <= 0 {
+		return false
+	}
+	return !d.fullCharge.Load() || !d.billed
 }
 
 // proportionalMinutes is what b bytes bill in proportional mode: duration × b /
@@ -631,7 +644,7 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 		Bytes:     b,
 		TotalSize: d.total.Load(),
 		Minutes:   d.minutes(b),
-		Once:      d.m.cfg.Mode == PerDownload && b > 0 && !d.fullCharge.Load(),
+		Once:      d.once(b),
 		At:        d.m.cfg.Now(),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)

@@ -769,6 +769,33 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		f.wantUsage(t, 20, 0)
 	})
 
+	t.Run("a full answer to a download not billed yet is billed once, crash or not", func(t *testing.T) {
+		for _, crash := range []bool{false, true} {
+			f := newFixture(t, usage.PerDownload)
+			first := f.start(t, req(from(99999, -1))) // 416: nothing sent, nothing billed
+			if err := first.Headers(416, 0, size); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := first.Finish("complete"); err != nil {
+				t.Fatal(err)
+			}
+			d := f.start(t, req(from(1, -1)))
+			if err := d.Headers(200, size, size); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Advance(3 * time.Second) // so Add writes a checkpoint
+			d.Add(size)
+			if crash {
+				if _, err := f.ledger.Recover(context.Background(), f.clock.Now()); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := d.Finish("complete"); err != nil {
+				t.Fatal(err)
+			}
+			f.wantUsage(t, 10, 0)
+		}
+	})
+
 	t.Run("a resume answered in full is refused when the quota is spent", func(t *testing.T) {
 		f := newFixture(t, usage.PerDownload)
 		f.deliver(t, req(limit(15)), 500, "client_gone")
