@@ -125,11 +125,11 @@ type StartRequest struct {
 // cost, before any byte is forwarded. A request without Range, with a range at byte
 // 0, or whose range continues no known download starts a new download; a range not
 // at 0 continues the latest download of the same user, video, type and session (on
-// the authenticated route: if active within ResumeWindow) as long as that
-// download's deliveries have not yet sent all the bytes from where it started to
-// the end of the file. A
-// download that has is done: repeating ranges over it starts, and bills, a new
-// one, so no range trick fetches a file twice for one charge.
+// the authenticated route: if active within ResumeWindow) when the range fits in
+// what that download has left to send: from where it started to the end of the
+// file, less what its deliveries sent, give or take bytes lost in interruptions
+// (see resumeSlack). A range that does not fit starts, and bills, a new
+// download, so no range trick fetches a file twice for one charge.
 //
 // It reserves, proportional: the range's share of the duration when the file size
 // is known from an earlier response, else the full duration; per-download: the full
@@ -151,7 +151,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	now := m.cfg.Now()
 	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
 
-	starts, downloadID, billed := true, "", false
+	starts, downloadID, billed, pending := true, "", false, false
 	if req.RangeStart > 0 {
 		since := now.Add(-m.cfg.ResumeWindow)
 		if req.Session != "" {
@@ -167,8 +167,8 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		if size <= 0 {
 			size = dl.Size
 		}
-		if ok && (size <= 0 || dl.Bytes < size-dl.Start) {
-			starts, downloadID, billed = false, dl.ID, dl.Billed
+		if ok && (size <= 0 || rangeLen(req.RangeStart, req.RangeEnd, size) <= dl.allowance(size)) {
+			starts, downloadID, billed, pending = false, dl.ID, dl.Billed, dl.Pending
 		}
 	}
 	if starts {
@@ -180,7 +180,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	switch m.cfg.Mode {
 	case PerDownload:
 		once = full
-		if starts || !billed {
+		if starts || !billed && !pending {
 			reserve = full
 		}
 	default:
@@ -674,6 +674,30 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 		d.m.logSettled(st)
 	}
 	return st, nil
+}
+
+// allowance is how many more bytes a download of a file of size bytes may send
+// as continuations: what is left from where it started, less what its deliveries
+// sent, plus what interruptions may have lost (resumeSlack).
+func (dl DownloadState) allowance(size int64) int64 {
+	remaining := size - dl.Start
+	return remaining - dl.Bytes + min(dl.Lost, resumeSlack(remaining))
+}
+
+// resumeSlack bounds how many of a download's sent bytes may be discounted as
+// lost in interruptions when judging whether it is finished. Bytes are counted as
+// the kernel took them, not as the client kept them: each interruption can lose a
+// socket buffer's worth, and the client resumes from what it kept, so without a
+// discount a legitimate resume near the end would be billed twice. Deliveries
+// that completed lose nothing, so re-fetching a finished file always starts a
+// new download; interruptions earn a discount of at most 8 MiB or a tenth of the
+// file (never more than the file), which bounds what a client that interrupts
+// on purpose can fetch for one charge.
+func resumeSlack(remaining int64) int64 {
+	if remaining <= 0 {
+		return 0
+	}
+	return min(remaining, max(8<<20, remaining/10))
 }
 
 // rangeLen is the number of bytes a range asks for from a file of size bytes.

@@ -316,11 +316,11 @@ func TestMeterDownloadStarts(t *testing.T) {
 			if tt.first != nil {
 				// The first request leaves after 500 bytes, so there is something
 				// to continue; after a whole file there is not.
-				sent := int64(500)
+				sent, status := int64(500), "client_gone"
 				if strings.HasPrefix(tt.name, "a finished") {
-					sent = size
+					sent, status = size, "complete"
 				}
-				f.deliver(t, *tt.first, sent, "client_gone")
+				f.deliver(t, *tt.first, sent, status)
 			}
 			f.clock.Advance(tt.wait)
 			d := f.start(t, tt.second)
@@ -703,11 +703,96 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		d.Abort("test")
 	})
 
-	t.Run("overlapping resumes add up to a whole file", func(t *testing.T) {
+	t.Run("parallel segments of one download hold one charge", func(t *testing.T) {
+		// A segmented downloader: the second segment asks while the first is
+		// still being served, under a quota that fits one charge and a half.
 		f := newFixture(t, usage.PerDownload)
-		f.deliver(t, req(), 600, "client_gone")            // billed: 10
-		f.deliver(t, req(from(1, -1)), 600, "client_gone") // continues: 1,200 bytes sent of 1,000
-		f.deliver(t, req(from(1, -1)), 999, "complete")    // the download is done: a new one
+		first := f.start(t, req(limit(15), from(0, 499)))
+		second, err := f.meter.Start(context.Background(), req(limit(15), from(500, 999)))
+		if err != nil {
+			t.Fatalf("the second segment of a download was refused: %v", err)
+		}
+		for i, d := range []*usage.Delivery{first, second} {
+			if err := d.Headers(206, 500, size); err != nil {
+				t.Fatal(err)
+			}
+			d.Add(500)
+			if _, err := d.Finish("complete"); err != nil {
+				t.Fatalf("segment %d: %v", i, err)
+			}
+		}
+		f.wantUsage(t, 10, 0)
+	})
+
+	t.Run("a long download's resume window runs from its end", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		d := f.start(t, req())
+		if err := d.Headers(200, size, size); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(90 * time.Minute) // a slow link: 90 minutes for 500 bytes
+		d.Add(500)
+		if _, err := d.Finish("client_gone"); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(time.Minute)
+		if d := f.start(t, req(from(500, -1))); d.StartsDownload() {
+			t.Fatal("a resume a minute after the download ended started a new one")
+		} else {
+			d.Abort("test")
+		}
+		f.wantUsage(t, 10, 0)
+	})
+
+	t.Run("completed pieces add up to a whole file", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(from(0, 599)), 600, "complete")  // billed: 10
+		f.deliver(t, req(from(600, -1)), 400, "complete") // continues: the whole file is out
+		f.deliver(t, req(from(1, -1)), 999, "complete")   // a new download
+		f.wantUsage(t, 20, 0)
+	})
+
+	t.Run("a resume after lost bytes is not billed twice", func(t *testing.T) {
+		// The gateway counted 900 bytes but the client kept 700, then 250 of which
+		// it kept 150: bytes stuck in socket buffers when it left.
+		f := newFixture(t, usage.PerDownload)
+		f.deliver(t, req(), 900, "client_gone")
+		f.deliver(t, req(from(700, -1)), 250, "client_gone")
+		d := f.start(t, req(from(850, -1)))
+		if d.StartsDownload() {
+			t.Fatal("the resume at 850 started a new download")
+		}
+		d.Abort("test")
+		f.wantUsage(t, 10, 0)
+	})
+
+	t.Run("interrupting on purpose earns a bounded discount", func(t *testing.T) {
+		// A 100 MiB file: interruptions may discount at most a tenth of it.
+		const big = 100 << 20
+		f := newFixture(t, usage.PerDownload)
+		send := func(r usage.StartRequest, n int64, status string) *usage.Delivery {
+			t.Helper()
+			d := f.start(t, r)
+			code, length := 200, int64(big)
+			if r.RangeStart > 0 {
+				code, length = 206, big-r.RangeStart
+			}
+			if err := d.Headers(code, length, big); err != nil {
+				t.Fatal(err)
+			}
+			d.Add(n)
+			if _, err := d.Finish(status); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		send(req(), big-(4<<20), "client_gone") // most of the file, then a hang-up
+		if d := send(req(from(big-(6<<20), -1)), 6<<20, "complete"); d.StartsDownload() {
+			t.Fatal("a resume within the discount started a new download")
+		}
+		if d := send(req(from(1, -1)), big-1, "complete"); !d.StartsDownload() {
+			t.Fatal("a second copy was continued for free")
+		}
 		f.wantUsage(t, 20, 0)
 	})
 

@@ -334,6 +334,11 @@ func pgSettleTx(ctx context.Context, tx pgx.Tx, cur delivery, s Settlement) (del
 	if tag.RowsAffected() != 1 {
 		return cur, fmt.Errorf("no quota period %s for user %s", cur.Period, cur.User)
 	}
+	// The download was active until now: its resume window runs from here.
+	if _, err := tx.Exec(ctx, `UPDATE downloads SET last_at = GREATEST(last_at, $2) WHERE id = $1`,
+		cur.DownloadID, s.At); err != nil {
+		return cur, err
+	}
 	return pgScanDelivery(tx.QueryRow(ctx, `UPDATE deliveries
 		SET status = $2, reason = $3, bytes = $4, total_size = $5, minutes_micro = $6, settled_at = $7
 		WHERE id = $1 AND settled_at IS NULL
@@ -439,13 +444,18 @@ func (l *Postgres) Report(ctx context.Context, period string) ([]ReportRow, erro
 func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (DownloadState, bool, error) {
 	var d DownloadState
 	err := l.pool.QueryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
+			EXISTS (SELECT 1 FROM deliveries WHERE download_id = d.id AND settled_at IS NULL
+				AND once_micro > 0 AND reserved_micro >= once_micro),
 			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0)::bigint,
 			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint,
-			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)::bigint
+			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)::bigint,
+			COALESCE((SELECT SUM(LEAST(bytes, $6)) FROM deliveries
+				WHERE download_id = d.id AND settled_at IS NOT NULL AND status <> 'complete'), 0)::bigint
 		FROM downloads d
 		WHERE d.user_id = $1 AND d.video = $2 AND d.type = $3 AND d.session = $4 AND d.last_at >= $5
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since).Scan(&d.ID, &d.Billed, &d.Bytes, &d.Start, &d.Size)
+		key.User, key.Video, string(key.Type), key.Session, since, int64(LostPerInterruption)).
+		Scan(&d.ID, &d.Billed, &d.Pending, &d.Bytes, &d.Start, &d.Size, &d.Lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return DownloadState{}, false, nil
 	} else if err != nil {

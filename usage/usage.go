@@ -323,6 +323,10 @@ type DownloadState struct {
 	ID string
 	// Billed is true once a delivery carried the download's charge.
 	Billed bool
+	// Pending is true while an open delivery of the download holds a
+	// reservation for its charge (the first request of a download still being
+	// served, say, while a parallel segment asks for another range).
+	Pending bool
 	// Bytes is the body bytes its deliveries have sent (settled, or as last
 	// checkpointed).
 	Bytes int64
@@ -331,7 +335,15 @@ type DownloadState struct {
 	Start int64
 	// Size is the file's size as its settled deliveries learned it; 0 unknown.
 	Size int64
+	// Lost is what its interrupted deliveries (settled other than "complete")
+	// may have sent without the client keeping it: their bytes, at most
+	// LostPerInterruption each.
+	Lost int64
 }
+
+// LostPerInterruption is the most bytes one interrupted delivery is taken to
+// have sent into socket buffers that never reached the client.
+const LostPerInterruption = 8 << 20
 
 // DownloadKey identifies the downloads a later request may continue.
 type DownloadKey struct {
