@@ -357,6 +357,8 @@ func TestCrossSiteCookie(t *testing.T) {
 		{"embedded download", "GET", dl, cookie("Sec-Fetch-Site", "cross-site"), "", http.StatusForbidden},
 		{"cross-site form", "POST", links, cookie("Sec-Fetch-Site", "cross-site", "Content-Type", "application/x-www-form-urlencoded"), "a=1", http.StatusForbidden},
 		{"form from a browser without Sec-Fetch-Site", "POST", links, cookie("Content-Type", "application/x-www-form-urlencoded"), "a=1", http.StatusUnsupportedMediaType},
+		{"empty form", "POST", links, cookie("Content-Type", "application/x-www-form-urlencoded"), "", http.StatusUnsupportedMediaType},
+		{"empty body, no type", "POST", links, cookie(), "", http.StatusUnsupportedMediaType},
 		{"same-site download", "GET", dl, cookie("Sec-Fetch-Site", "same-site"), "", http.StatusOK},
 		{"same-origin JSON link", "POST", links, cookie("Sec-Fetch-Site", "same-origin", "Content-Type", "application/json"), `{"type":"audio"}`, http.StatusCreated},
 		{"bearer from anywhere", "GET", dl, http.Header{"Authorization": {"Bearer " + tok}, "Sec-Fetch-Site": {"cross-site"}}, "", http.StatusOK},

@@ -8,12 +8,14 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/policy"
 	"github.com/streamgate/streamgate/stream"
 	"github.com/streamgate/streamgate/usage"
 )
@@ -46,7 +48,7 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	// plain cross-site form cannot send: with the Sec-Fetch-Site check in
 	// authenticate (for browsers that send it), this keeps other sites from making
 	// links (and, in direct mode, charges) in the user's name.
-	if !hasBearer(r) && r.ContentLength != 0 && !isJSON(r.Header.Get("Content-Type")) {
+	if !hasBearer(r) && !isJSON(r.Header.Get("Content-Type")) {
 		writeError(w, r, errorf(http.StatusUnsupportedMediaType, "bad_content_type", "the body must be application/json"))
 		return
 	}
@@ -137,7 +139,7 @@ func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, 
 // with bind_ip); see DirectRules.
 func (s *Server) directLink(r *http.Request, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
 	ri := infoFrom(r.Context())
-	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP, s.Country.Rules(plan).Block)
+	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP, s.Country.Rules(plan))
 	now := s.now()
 	tok, err := s.Signer.Mint(stream.Claims{
 		Video: uid, NotBefore: now.Add(-nbfSkew), ExpiresAt: exp, Downloadable: true, AccessRules: rules,
@@ -155,9 +157,10 @@ func (s *Server) directLink(r *http.Request, plan, uid string, typ stream.Downlo
 //     which is stricter than its country (the gateway has located that address
 //     already, and a country rule before it would let the whole country in);
 //   - country unknown (and allowed by policy) without bindIP: there is nothing
-//     to pin the link to, so the token restates the plan's blocked countries,
-//     [{ip.geoip.country block [...]}], and otherwise carries no rule.
-func DirectRules(country string, ip netip.Addr, bindIP bool, blocked []string) []stream.AccessRule {
+//     to pin the link to, so the token restates the plan's country rules: its
+//     allow list, [{ip.geoip.country allow [...]}, {any block}], else its block
+//     list, [{ip.geoip.country block [...]}], else no rule.
+func DirectRules(country string, ip netip.Addr, bindIP bool, plan policy.CountryRules) []stream.AccessRule {
 	if bindIP && ip.IsValid() {
 		return []stream.AccessRule{
 			{Type: stream.RuleIPSrc, Action: stream.ActionAllow, IP: []string{ip.Unmap().String()}},
@@ -170,8 +173,18 @@ func DirectRules(country string, ip netip.Addr, bindIP bool, blocked []string) [
 			{Type: stream.RuleAny, Action: stream.ActionBlock},
 		}
 	}
-	if len(blocked) > 0 {
-		return []stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionBlock, Country: blocked}}
+	switch {
+	case len(plan.Allow) > 0:
+		allowed := slices.DeleteFunc(slices.Clone(plan.Allow), func(c string) bool { return slices.Contains(plan.Block, c) })
+		if len(allowed) == 0 {
+			return []stream.AccessRule{{Type: stream.RuleAny, Action: stream.ActionBlock}}
+		}
+		return []stream.AccessRule{
+			{Type: stream.RuleCountry, Action: stream.ActionAllow, Country: allowed},
+			{Type: stream.RuleAny, Action: stream.ActionBlock},
+		}
+	case len(plan.Block) > 0:
+		return []stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionBlock, Country: plan.Block}}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamgate/streamgate/policy"
 	"github.com/streamgate/streamgate/stream"
 	"github.com/streamgate/streamgate/streamtest"
 )
@@ -280,25 +281,27 @@ func TestDirectRules(t *testing.T) {
 		country string
 		ip      netip.Addr
 		bind    bool
-		blocked []string
+		plan    policy.CountryRules
 		want    []stream.AccessRule
 	}{
-		{"country", "GB", gb, false, []string{"FR"}, country("GB")},
-		{"country without address", "DE", netip.Addr{}, false, nil, country("DE")},
-		{"bound address wins over country", "GB", gb, true, nil, addr("127.0.0.2")},
-		{"bound mapped address", "GB", mapped, true, nil, addr("127.0.0.2")},
-		{"bound IPv6", "", v6, true, nil, addr("2001:db8::1")},
-		{"bound, address unknown", "US", netip.Addr{}, true, nil, country("US")},
-		{"nothing known", "", netip.Addr{}, true, nil, nil},
-		{"country unknown, not bound", "", gb, false, nil, nil},
-		{"country unknown: the plan's blocks restated", "", gb, false, []string{"FR", "US"},
+		{"country", "GB", gb, false, policy.CountryRules{Block: []string{"FR"}}, country("GB")},
+		{"country without address", "DE", netip.Addr{}, false, policy.CountryRules{}, country("DE")},
+		{"bound address wins over country", "GB", gb, true, policy.CountryRules{}, addr("127.0.0.2")},
+		{"bound mapped address", "GB", mapped, true, policy.CountryRules{}, addr("127.0.0.2")},
+		{"bound IPv6", "", v6, true, policy.CountryRules{}, addr("2001:db8::1")},
+		{"bound, address unknown", "US", netip.Addr{}, true, policy.CountryRules{}, country("US")},
+		{"nothing known", "", netip.Addr{}, true, policy.CountryRules{}, nil},
+		{"country unknown, not bound", "", gb, false, policy.CountryRules{}, nil},
+		{"country unknown: the plan's blocks restated", "", gb, false, policy.CountryRules{Block: []string{"FR", "US"}},
 			[]stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionBlock, Country: []string{"FR", "US"}}}},
+		{"country unknown: the plan's allow list restated", "", gb, false, policy.CountryRules{Allow: []string{"GB", "IE", "FR"}, Block: []string{"FR"}},
+			[]stream.AccessRule{{Type: stream.RuleCountry, Action: stream.ActionAllow, Country: []string{"GB", "IE"}}, {Type: stream.RuleAny, Action: stream.ActionBlock}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := DirectRules(tt.country, tt.ip, tt.bind, tt.blocked)
+			got := DirectRules(tt.country, tt.ip, tt.bind, tt.plan)
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("DirectRules(%q, %v, %v) = %+v, want %+v", tt.country, tt.ip, tt.bind, got, tt.want)
+				t.Errorf("DirectRules(%q, %v, %v, %+v) = %+v, want %+v", tt.country, tt.ip, tt.bind, tt.plan, got, tt.want)
 			}
 			for i, r := range got {
 				if err := r.Validate(); err != nil {

@@ -261,8 +261,9 @@ func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
 	}
 	st, err := m.ledger.Settle(ctx, d.id, s)
 	if err != nil {
-		// The row stays open and recovery releases it: the next start's, or on a
-		// shared ledger a reaper's once the row is stale.
+		// The link is not handed out, so nothing is to be billed: RunReaper
+		// releases the reservation once the ledger answers again.
+		m.unsettled.Store(d.id, settleAttempt{d: d, status: "aborted", reason: "link not handed out", abort: true})
 		return Settled{}, fmt.Errorf("charge link: %w", err)
 	}
 	d.done, d.settled, d.reserved = true, st, 0
@@ -357,20 +358,26 @@ func (m *Meter) RunReaper(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		m.retrySettles()
 		if ok {
 			m.reap(ctx, every)
 		}
+		m.retrySettles(ctx)
 	}
 }
 
-// retrySettles settles again what failed to settle.
-func (m *Meter) retrySettles() {
+// retrySettles settles again what failed to settle, stopping at the first
+// failure (the ledger is still unwell: the next round tries again) or when ctx
+// ends.
+func (m *Meter) retrySettles(ctx context.Context) {
 	m.unsettled.Range(func(id, v any) bool {
-		a := v.(settleAttempt)
-		if _, err := a.d.settle(a.status, a.reason, a.abort); err == nil {
-			m.unsettled.Delete(id)
+		if ctx.Err() != nil {
+			return false
 		}
+		a := v.(settleAttempt)
+		if _, err := a.d.settle(a.status, a.reason, a.abort); err != nil {
+			return false
+		}
+		m.unsettled.Delete(id)
 		return true
 	})
 }

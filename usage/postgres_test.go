@@ -508,3 +508,36 @@ func (l *failingSettle) Settle(ctx context.Context, id string, s usage.Settlemen
 	}
 	return l.Ledger.Settle(ctx, id, s)
 }
+
+// TestChargeFailureReleased: a direct link whose charge could not be written is
+// not handed out, and the reaper releases its reservation without billing it.
+func TestChargeFailureReleased(t *testing.T) {
+	sq := openMemory(t)
+	fl := &failingSettle{Ledger: sq}
+	f := newFixtureOn(t, fl, usage.MeterConfig{Mode: usage.Proportional})
+	fl.fail.Store(1)
+	if _, err := f.meter.Charge(context.Background(), req()); err == nil {
+		t.Fatal("Charge succeeded though the ledger failed it")
+	}
+	ledgertest.WantUsage(t, sq, "alice", usage.Period(f.clock.Now()), 0, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.meter.RunReaper(ctx, time.Millisecond)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u, err := sq.Usage(context.Background(), "alice", usage.Period(f.clock.Now()))
+		if err == nil && u.MinutesReserved == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed charge's reservation was not released: %+v, %v", u, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	ledgertest.WantUsage(t, sq, "alice", usage.Period(f.clock.Now()), 0, 0)
+}

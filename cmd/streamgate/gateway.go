@@ -235,9 +235,9 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if len(recovered) > 0 {
 		log.Info("settled deliveries left open by the previous run", zap.Int("deliveries", len(recovered)))
 	}
-	// On a shared ledger the reaper settles what replicas that died left open
-	// and keeps this replica's stalled deliveries marked alive; on SQLite it
-	// returns at once.
+	// The reaper settles again what failed to settle; on a shared ledger it also
+	// settles what replicas that died left open and keeps this replica's stalled
+	// deliveries marked alive.
 	g.reaped = make(chan struct{})
 	go func() {
 		defer close(g.reaped)
