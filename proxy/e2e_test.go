@@ -919,9 +919,13 @@ func TestPerDownloadMetering(t *testing.T) {
 	if want := 3 * durPublic / 60; !near(got.MinutesUsed, want) {
 		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, want)
 	}
-	// The link's download is whole now: one more range over it is a new one.
-	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=9-"), nil); r.status != http.StatusPartialContent {
-		t.Fatalf("link re-fetch: status %d", r.status)
+	// The link's download is whole now. The file is small enough to fit in the
+	// discount for bytes left in socket buffers, so one re-fetch rides on its
+	// charge; the next is a new download.
+	for range 2 {
+		if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=9-"), nil); r.status != http.StatusPartialContent {
+			t.Fatalf("link re-fetch: status %d", r.status)
+		}
 	}
 	got = e.settled(t, "whole")
 	if want := 4 * durPublic / 60; !near(got.MinutesUsed, want) {

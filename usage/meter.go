@@ -692,19 +692,20 @@ func (dl DownloadState) allowance(size int64) int64 {
 }
 
 // resumeSlack bounds how many of a download's sent bytes may be discounted as
-// lost in interruptions when judging whether it is finished. Bytes are counted as
-// the kernel took them, not as the client kept them: each interruption can lose a
-// socket buffer's worth, and the client resumes from what it kept, so without a
-// discount a legitimate resume near the end would be billed twice. Deliveries
-// that completed lose nothing, so re-fetching a finished file always starts a
-// new download; interruptions earn a discount of at most 8 MiB or a tenth of the
-// file (never more than the file), which bounds what a client that interrupts
-// on purpose can fetch for one charge.
+// never kept by the client when judging what it has left. Bytes are counted as
+// the kernel took them: when a client goes away, the tail of what the gateway
+// wrote may still sit in socket buffers, and the client resumes from what it
+// kept, so without a discount a genuine resume would be billed twice. The
+// discount is what the deliveries sent, at most LostPerDelivery each and at
+// most the larger of LostPerDelivery and a tenth of what the download had to
+// send in all (never more than that). A continuation must fit in what is left
+// after it, so re-fetching a finished file larger than the discount starts a new
+// download, and one charge fetches at most about two copies of a small file.
 func resumeSlack(remaining int64) int64 {
 	if remaining <= 0 {
 		return 0
 	}
-	return min(remaining, max(8<<20, remaining/10))
+	return min(remaining, max(LostPerDelivery, remaining/10))
 }
 
 // rangeLen is the number of bytes a range asks for from a file of size bytes.

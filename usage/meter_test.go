@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -307,8 +306,6 @@ func TestMeterDownloadStarts(t *testing.T) {
 		{"a grant does not continue the authenticated route", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), session("g1")), true, 10},
 		{"other type starts anew", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), func(r *usage.StartRequest) { r.Type = stream.Audio }), true, 10},
 		{"other user starts anew", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1), func(r *usage.StartRequest) { r.User = "bob" }), true, 10},
-		{"a finished download is not continued", usage.PerDownload, ptr(req()), time.Minute, req(from(500, -1)), true, 10},
-		{"a finished grant download is not continued", usage.PerDownload, ptr(req(session("g1"))), time.Minute, req(from(1, -1), session("g1")), true, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,11 +313,7 @@ func TestMeterDownloadStarts(t *testing.T) {
 			if tt.first != nil {
 				// The first request leaves after 500 bytes, so there is something
 				// to continue; after a whole file there is not.
-				sent, status := int64(500), "client_gone"
-				if strings.HasPrefix(tt.name, "a finished") {
-					sent, status = size, "complete"
-				}
-				f.deliver(t, *tt.first, sent, status)
+				f.deliver(t, *tt.first, 500, "client_gone")
 			}
 			f.clock.Advance(tt.wait)
 			d := f.start(t, tt.second)
@@ -680,21 +673,57 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		return func(r *usage.StartRequest) { r.LimitMinutes = m }
 	}
 
-	t.Run("resuming a finished download starts a new one", func(t *testing.T) {
+	// A 100 MiB file, larger than the discount for bytes left in buffers
+	// (usage.LostPerDelivery, 16 MiB here).
+	const big = 100 << 20
+	bigSend := func(t *testing.T, f *fixture, r usage.StartRequest, n int64, status string) *usage.Delivery {
+		t.Helper()
+		d := f.start(t, r)
+		code, length := 200, int64(big)
+		if r.RangeStart > 0 {
+			code, length = 206, big-r.RangeStart
+		}
+		if r.RangeEnd >= 0 {
+			code, length = 206, r.RangeEnd-max(r.RangeStart, 0)+1
+		}
+		if err := d.Headers(code, length, big); err != nil {
+			t.Fatal(err)
+		}
+		d.Add(n)
+		if _, err := d.Finish(status); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	t.Run("re-fetching a finished file starts a new download", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		bigSend(t, f, req(), big, "complete")
+		for i := range 3 {
+			f.clock.Advance(time.Minute)
+			if d := bigSend(t, f, req(from(1, -1)), big-1, "complete"); !d.StartsDownload() {
+				t.Fatalf("re-fetch %d continued a finished download", i+1)
+			}
+		}
+		f.wantUsage(t, 40, 0)
+	})
+
+	t.Run("a small file: at most about two copies per charge", func(t *testing.T) {
+		// The whole of a small file fits in the discount for bytes left in
+		// buffers, so one re-fetch rides on the first charge; the next does not.
 		f := newFixture(t, usage.PerDownload)
 		f.deliver(t, req(), size, "complete")
 		for range 3 {
-			f.clock.Advance(time.Minute)
 			f.deliver(t, req(from(1, -1)), size-1, "complete")
 		}
-		f.wantUsage(t, 40, 0)
+		f.wantUsage(t, 20, 0)
 	})
 
 	t.Run("a fresh meter learns the size from the ledger", func(t *testing.T) {
 		// Another replica, or this one before a restart, served the whole file:
 		// a new meter on the same ledger has no size of its own yet.
 		f := newFixture(t, usage.PerDownload)
-		f.deliver(t, req(), size, "complete")
+		bigSend(t, f, req(), big, "complete")
 		fresh := newFixtureOn(t, f.ledger, usage.MeterConfig{Mode: usage.PerDownload})
 		d := fresh.start(t, req(from(1, -1)))
 		if !d.StartsDownload() {
@@ -746,9 +775,13 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 
 	t.Run("completed pieces add up to a whole file", func(t *testing.T) {
 		f := newFixture(t, usage.PerDownload)
-		f.deliver(t, req(from(0, 599)), 600, "complete")  // billed: 10
-		f.deliver(t, req(from(600, -1)), 400, "complete") // continues: the whole file is out
-		f.deliver(t, req(from(1, -1)), 999, "complete")   // a new download
+		bigSend(t, f, req(from(0, big/2-1)), big/2, "complete") // billed: 10
+		if d := bigSend(t, f, req(from(big/2, -1)), big/2, "complete"); d.StartsDownload() {
+			t.Fatal("the second half started a new download")
+		}
+		if d := bigSend(t, f, req(from(1, -1)), big-1, "complete"); !d.StartsDownload() {
+			t.Fatal("a third half continued the download")
+		}
 		f.wantUsage(t, 20, 0)
 	})
 
@@ -767,30 +800,12 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 	})
 
 	t.Run("interrupting on purpose earns a bounded discount", func(t *testing.T) {
-		// A 100 MiB file: interruptions may discount at most a tenth of it.
-		const big = 100 << 20
 		f := newFixture(t, usage.PerDownload)
-		send := func(r usage.StartRequest, n int64, status string) *usage.Delivery {
-			t.Helper()
-			d := f.start(t, r)
-			code, length := 200, int64(big)
-			if r.RangeStart > 0 {
-				code, length = 206, big-r.RangeStart
-			}
-			if err := d.Headers(code, length, big); err != nil {
-				t.Fatal(err)
-			}
-			d.Add(n)
-			if _, err := d.Finish(status); err != nil {
-				t.Fatal(err)
-			}
-			return d
-		}
-		send(req(), big-(4<<20), "client_gone") // most of the file, then a hang-up
-		if d := send(req(from(big-(6<<20), -1)), 6<<20, "complete"); d.StartsDownload() {
+		bigSend(t, f, req(), big-(4<<20), "client_gone") // most of the file, then a hang-up
+		if d := bigSend(t, f, req(from(big-(6<<20), -1)), 6<<20, "complete"); d.StartsDownload() {
 			t.Fatal("a resume within the discount started a new download")
 		}
-		if d := send(req(from(1, -1)), big-1, "complete"); !d.StartsDownload() {
+		if d := bigSend(t, f, req(from(1, -1)), big-1, "complete"); !d.StartsDownload() {
 			t.Fatal("a second copy was continued for free")
 		}
 		f.wantUsage(t, 20, 0)

@@ -450,11 +450,11 @@ func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time
 			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint,
 			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)::bigint,
 			COALESCE((SELECT SUM(LEAST(bytes, $6)) FROM deliveries
-				WHERE download_id = d.id AND settled_at IS NOT NULL AND status <> 'complete'), 0)::bigint
+				WHERE download_id = d.id AND settled_at IS NOT NULL), 0)::bigint
 		FROM downloads d
 		WHERE d.user_id = $1 AND d.video = $2 AND d.type = $3 AND d.session = $4 AND d.last_at >= $5
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
-		key.User, key.Video, string(key.Type), key.Session, since, int64(LostPerInterruption)).
+		key.User, key.Video, string(key.Type), key.Session, since, int64(LostPerDelivery)).
 		Scan(&d.ID, &d.Billed, &d.Pending, &d.Bytes, &d.Start, &d.Size, &d.Lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return DownloadState{}, false, nil

@@ -581,11 +581,11 @@ func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.T
 			COALESCE((SELECT MAX(range_start, 0) FROM deliveries WHERE download_id = d.id AND started_download), 0),
 			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0),
 			COALESCE((SELECT SUM(MIN(bytes, ?)) FROM deliveries
-				WHERE download_id = d.id AND settled_at IS NOT NULL AND status <> 'complete'), 0)
+				WHERE download_id = d.id AND settled_at IS NOT NULL), 0)
 		FROM downloads d
 		WHERE d.user_id = ? AND d.video = ? AND d.type = ? AND d.session = ? AND d.last_at >= ?
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
-		LostPerInterruption, key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).
+		LostPerDelivery, key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).
 		Scan(&d.ID, &d.Billed, &d.Pending, &d.Bytes, &d.Start, &d.Size, &d.Lost)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DownloadState{}, false, nil

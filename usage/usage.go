@@ -335,15 +335,17 @@ type DownloadState struct {
 	Start int64
 	// Size is the file's size as its settled deliveries learned it; 0 unknown.
 	Size int64
-	// Lost is what its interrupted deliveries (settled other than "complete")
-	// may have sent without the client keeping it: their bytes, at most
-	// LostPerInterruption each.
+	// Lost is what its settled deliveries may have sent without the client
+	// keeping it: their bytes, at most LostPerDelivery each. A delivery the
+	// gateway finished writing may still have left its tail in socket buffers
+	// when the client went away, so completed ones count too.
 	Lost int64
 }
 
-// LostPerInterruption is the most bytes one interrupted delivery is taken to
-// have sent into socket buffers that never reached the client.
-const LostPerInterruption = 8 << 20
+// LostPerDelivery is the most bytes one delivery is taken to have left in
+// socket buffers (the gateway's send buffer, the client's receive buffer)
+// without the client keeping them.
+const LostPerDelivery = 16 << 20
 
 // DownloadKey identifies the downloads a later request may continue.
 type DownloadKey struct {

@@ -96,6 +96,8 @@ func TestBilling(t *testing.T) {
 			wantMinutes: testMinutes,
 		},
 		{
+			// A small file fits in the discount for bytes left in socket buffers,
+			// so a tail re-fetch rides on the first charge; a whole re-fetch does not.
 			name: "per-download re-fetch of a finished download is a new download",
 			mode: "per-download",
 			run: func(t *testing.T, b *billingRig) {
@@ -103,7 +105,7 @@ func TestBilling(t *testing.T) {
 				b.expect(t, b.get(t, "Range", fmt.Sprintf("bytes=%d-", resumeAt)), http.StatusPartialContent, resumeAt)
 				b.expect(t, b.get(t, "Range", "bytes=1-"), http.StatusPartialContent, 1)
 			},
-			wantMinutes: 3 * testMinutes,
+			wantMinutes: 2 * testMinutes,
 		},
 		{
 			name: "proportional resume pays only its bytes",

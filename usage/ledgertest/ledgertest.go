@@ -555,19 +555,19 @@ func testFindDownload(t *testing.T, l usage.Ledger) {
 	if err != nil || !ok || d.ID != ranged.DownloadID || d.Start != 4096 {
 		t.Fatalf("FindDownload of a ranged download = %+v, %v, %v; want %s starting at 4096", d, ok, err, ranged.DownloadID)
 	}
-	// An open delivery holding the charge makes the download pending; a
-	// delivery that ended early counts its bytes as lost, up to the cap.
+	// An open delivery holding the charge makes the download pending; settled
+	// deliveries count their bytes as possibly lost, up to the cap each.
 	dora := usage.DownloadKey{User: "dora", Video: video, Type: stream.Default}
 	held := Open("dora", 10)
 	held.DownloadID, held.NewDownload, held.Once = ranged.DownloadID, false, 10
 	mustReserve(t, l, held, -1)
 	mustSettle(t, l, ranged.ID, usage.Settlement{Status: "client_gone", Bytes: 5000})
 	mustSettle(t, l, cont2.ID, usage.Settlement{Status: "complete", Bytes: 100})
-	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || !d.Pending || d.Billed || d.Lost != 5000 || d.Bytes != 5100 {
-		t.Fatalf("FindDownload = %+v, %v; want pending, not billed, 5,100 bytes of which 5,000 lost", d, err)
+	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || !d.Pending || d.Billed || d.Lost != 5100 || d.Bytes != 5100 {
+		t.Fatalf("FindDownload = %+v, %v; want pending, not billed, 5,100 bytes, all of them possibly lost", d, err)
 	}
-	mustSettle(t, l, held.ID, usage.Settlement{Status: "upstream_failed", Bytes: usage.LostPerInterruption + 1, Once: true})
-	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || d.Pending || !d.Billed || d.Lost != 5000+usage.LostPerInterruption {
+	mustSettle(t, l, held.ID, usage.Settlement{Status: "upstream_failed", Bytes: usage.LostPerDelivery + 1, Once: true})
+	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || d.Pending || !d.Billed || d.Lost != 5100+usage.LostPerDelivery {
 		t.Fatalf("FindDownload = %+v, %v; want billed, nothing pending, the lost bytes capped per delivery", d, err)
 	}
 }
