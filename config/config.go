@@ -47,7 +47,8 @@ type Config struct {
 
 // Stream is how streamgate reaches Cloudflare Stream and signs its tokens.
 type Stream struct {
-	// AccountID is the Cloudflare account that owns the videos. Required.
+	// AccountID is the Cloudflare account that owns the videos. Required; no
+	// default.
 	AccountID string `yaml:"account_id"`
 	// APIToken is a Cloudflare API token with Stream read access. Required.
 	// Default {env: STREAM_API_TOKEN}.
@@ -56,9 +57,10 @@ type Stream struct {
 	// Default "https://api.cloudflare.com/client/v4/".
 	APIURL string `yaml:"api_url"`
 	// DeliveryURL is the customer delivery origin, for example
-	// https://customer-CODE.cloudflarestream.com. Required.
+	// https://customer-CODE.cloudflarestream.com. Required; no default.
 	DeliveryURL string `yaml:"delivery_url"`
-	// SigningKeyID is the ID of the Stream signing key, the tokens' kid. Required.
+	// SigningKeyID is the ID of the Stream signing key, the tokens' kid.
+	// Required; no default.
 	SigningKeyID string `yaml:"signing_key_id"`
 	// SigningKey is the Stream signing key's RSA private key, as Stream hands it
 	// out (base64 of a PEM) or as PEM. Required. Default {env: STREAM_SIGNING_KEY}.
@@ -117,8 +119,9 @@ type Links struct {
 	// TTL is how long a link stays valid; at most 24h in direct mode, where it is
 	// the Stream token's lifetime. Default 15m.
 	TTL time.Duration `yaml:"ttl"`
-	// BindIP, in direct mode, adds an ip.src rule for the client's address to the
-	// token. Default false.
+	// BindIP pins links to the address of the client that asked for them: in
+	// direct mode through an ip.src rule in the Stream token, in proxy mode
+	// through the grant (other addresses get 403). Default false.
 	BindIP bool `yaml:"bind_ip"`
 	// GrantKeys sign and verify link grants: the first signs, all verify, so keys
 	// rotate by prepending. Required in proxy mode. Default none.
@@ -224,8 +227,10 @@ type Metering struct {
 	// Mode is "proportional" (duration x bytes delivered / file size) or
 	// "per-download" (the full duration once per download). Default "proportional".
 	Mode string `yaml:"mode"`
-	// ResumeWindow is how long after a request a later one of the same user, video
-	// and type continues the same download (per-download mode). Default 1h.
+	// ResumeWindow is how long after a download's last activity a ranged request
+	// of the same user, video and type on the authenticated route may continue it
+	// (per-download mode; a link's requests continue for the grant's life). The
+	// range must also fit in what the download has left to send. Default 1h.
 	ResumeWindow time.Duration `yaml:"resume_window"`
 	// CheckpointEvery is how often progress is written while bytes flow.
 	// Default 2s.

@@ -99,7 +99,7 @@ func TestExampleLoads(t *testing.T) {
 	if got := c.Links.GrantKeys[0].Secret.Bytes(); len(got) != 32 {
 		t.Errorf("links.grant_keys[0].secret has %d bytes, want 32", len(got))
 	}
-	if got, want := string(c.Auth.HMACSecrets[0].Secret.Bytes()), "portal-secret"; got != want {
+	if got, want := string(c.Auth.HMACSecrets[0].Secret.Bytes()), "portal-secret-of-at-least-32-bytes!!"; got != want {
 		t.Errorf("auth.hmac_secrets[0].secret = %q, want %q", got, want)
 	}
 }

@@ -31,7 +31,7 @@ func goodEnv() env {
 	return env{
 		"STREAM_API_TOKEN":     "cf-api-token",
 		"STREAM_SIGNING_KEY":   string(testKeyPEM()),
-		"PORTAL_JWT_SECRET":    "portal-secret",
+		"PORTAL_JWT_SECRET":    "portal-secret-of-at-least-32-bytes!!",
 		"STREAMGATE_GRANT_KEY": "0123456789abcdef0123456789abcdef",
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/stream"
 )
 
@@ -227,10 +228,17 @@ func (c *Config) validateAuth(p *problems, getenv func(string) string) {
 		} else {
 			kids[h.KID] = i
 		}
-		p.secret(key+".secret", &h.Secret, getenv)
+		if p.secret(key+".secret", &h.Secret, getenv) && len(h.Secret.Bytes()) < auth.MinHMACSecret {
+			p.addf(key+".secret", "%d bytes is too short: want at least %d", len(h.Secret.Bytes()), auth.MinHMACSecret)
+		}
 	}
 	if a.PublicKeysFile != "" {
 		p.file("auth.public_keys_file", a.PublicKeysFile)
+		if b, err := os.ReadFile(a.PublicKeysFile); err == nil {
+			if _, err := auth.LoadPublicKeys(b); err != nil {
+				p.add("auth.public_keys_file", err)
+			}
+		}
 	}
 	if a.JWKSURL != "" {
 		p.httpURL("auth.jwks_url", a.JWKSURL)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 func TestValidateReportsEveryProblem(t *testing.T) {
@@ -80,7 +82,9 @@ log:
 		"stream.egress_rules[0]",
 		"stream.egress_rules[1]",
 		"auth.algorithms[2]",
+		"auth.hmac_secrets[0].secret",
 		"auth.hmac_secrets[1].kid",
+		"auth.hmac_secrets[1].secret",
 		"auth.jwks_url",
 		"auth.leeway",
 		"auth.user_claim",
@@ -125,7 +129,7 @@ log:
 			t.Errorf("error lacks %q", msg)
 		}
 	}
-	if !strings.HasPrefix(err.Error(), "42 problems:\n  listen: ") {
+	if !strings.HasPrefix(err.Error(), "44 problems:\n  listen: ") {
 		t.Errorf("error starts %q", strings.SplitN(err.Error(), "\n", 3)[:2])
 	}
 }
@@ -231,21 +235,32 @@ func TestValidateSigningKey(t *testing.T) {
 }
 
 func TestValidateAuthKeySources(t *testing.T) {
-	pub := writeFile(t, "keys.pem", []byte("-----BEGIN PUBLIC KEY-----\n"))
+	k, err := stream.ParsePrivateKey(testKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := writeFile(t, "keys.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	broken := writeFile(t, "broken.pem", []byte("-----BEGIN PUBLIC KEY-----\n"))
 	tests := []struct {
 		name string
 		auth string
 		want []string
 	}{
-		{"hmac", "{hmac_secrets: [{secret: {value: s}}]}", nil},
+		{"hmac", "{hmac_secrets: [{secret: {value: portal-secret-of-at-least-32-bytes-x}}]}", nil},
 		{"no source", "{hmac_secrets: []}", []string{"auth"}},
-		{"RS256 with hmac only", "{algorithms: [HS256, RS256], hmac_secrets: [{secret: {value: s}}]}", []string{"auth.public_keys_file"}},
+		{"RS256 with hmac only", "{algorithms: [HS256, RS256], hmac_secrets: [{secret: {value: portal-secret-of-at-least-32-bytes-x}}]}", []string{"auth.public_keys_file"}},
 		{"RS256 with a key file", "{algorithms: [RS256, EdDSA], public_keys_file: " + strconv.Quote(pub) + "}", nil},
 		{"ES256 with jwks", "{algorithms: [ES256], jwks_url: https://portal.example.com/.well-known/jwks.json}", nil},
 		{"HS512 with jwks only", "{algorithms: [HS512], jwks_url: https://portal.example.com/jwks}", []string{"auth.hmac_secrets", "auth.algorithms"}},
-		{"hmac never used", "{algorithms: [RS256], jwks_url: https://p/jwks, hmac_secrets: [{secret: {value: s}}]}", []string{"auth.hmac_secrets"}},
+		{"hmac never used", "{algorithms: [RS256], jwks_url: https://p/jwks, hmac_secrets: [{secret: {value: portal-secret-of-at-least-32-bytes-x}}]}", []string{"auth.hmac_secrets"}},
 		{"missing key file", "{algorithms: [RS256], public_keys_file: " + strconv.Quote(pub+".gone") + "}", []string{"auth.public_keys_file"}},
-		{"no algorithms", "{algorithms: [], hmac_secrets: [{secret: {value: s}}]}", []string{"auth.algorithms"}},
+		{"unparsable key file", "{algorithms: [RS256], public_keys_file: " + strconv.Quote(broken) + "}", []string{"auth.public_keys_file"}},
+		{"short hmac secret", "{hmac_secrets: [{secret: {value: short}}]}", []string{"auth.hmac_secrets[0].secret"}},
+		{"no algorithms", "{algorithms: [], hmac_secrets: [{secret: {value: portal-secret-of-at-least-32-bytes-x}}]}", []string{"auth.algorithms"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

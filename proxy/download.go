@@ -365,8 +365,11 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 	return id, nil
 }
 
+// hasBearer reports whether the request carries an Authorization: Bearer
+// header (the scheme is case-insensitive, as the verifier reads it).
 func hasBearer(r *http.Request) bool {
-	return strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ")
+	scheme, _, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer")
 }
 
 func (s *Server) authFailed(r *http.Request, cause error) error {

@@ -27,7 +27,7 @@ func TestConfigCheck(t *testing.T) {
 	env := map[string]string{
 		"STREAM_API_TOKEN":     "an-api-token",
 		"STREAM_SIGNING_KEY":   string(signingKeyPEM()),
-		"PORTAL_JWT_SECRET":    "a-portal-secret",
+		"PORTAL_JWT_SECRET":    "a-portal-secret-of-at-least-32-bytes",
 		"STREAMGATE_GRANT_KEY": strings.Repeat("g", 32),
 	}
 	getenv := func(k string) string { return env[k] }
