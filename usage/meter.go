@@ -553,7 +553,7 @@ func (d *Delivery) Add(n int64) {
 	b = d.bytes.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.minutes(b), time.Unix(0, now)); err != nil {
+	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.minutes(b), d.total.Load(), time.Unix(0, now)); err != nil {
 		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
 	} else {
 		d.beat(now)

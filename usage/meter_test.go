@@ -539,9 +539,9 @@ type countingLedger struct {
 	checkpoints atomic.Int64
 }
 
-func (c *countingLedger) Checkpoint(ctx context.Context, id string, bytes int64, minutes float64, at time.Time) error {
+func (c *countingLedger) Checkpoint(ctx context.Context, id string, bytes int64, minutes float64, total int64, at time.Time) error {
 	c.checkpoints.Add(1)
-	return c.Ledger.Checkpoint(ctx, id, bytes, minutes, at)
+	return c.Ledger.Checkpoint(ctx, id, bytes, minutes, total, at)
 }
 
 func TestMeterCheckpointsAreRationed(t *testing.T) {

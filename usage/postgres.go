@@ -254,14 +254,15 @@ func (l *Postgres) Adjust(ctx context.Context, deliveryID string, reserved float
 
 // Checkpoint implements [Ledger]. It also records at as the row's last sign of
 // life, which keeps the delivery from being recovered by another replica.
-func (l *Postgres) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error {
+func (l *Postgres) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, totalSize int64, at time.Time) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
 	_, err := l.pool.Exec(ctx, `UPDATE deliveries
-		SET bytes = $2, minutes_micro = $3, checkpoint_at = GREATEST(checkpoint_at, $4)
+		SET bytes = $2, minutes_micro = $3, checkpoint_at = GREATEST(checkpoint_at, $4),
+			total_size = GREATEST(total_size, $5)
 		WHERE id = $1 AND settled_at IS NULL AND bytes <= $2`,
-		deliveryID, bytes, toMicro(minutes), at)
+		deliveryID, bytes, toMicro(minutes), at, max(totalSize, 0))
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -378,12 +379,13 @@ func (l *Postgres) Recover(ctx context.Context, now time.Time) ([]Settled, error
 				return err
 			}
 			cur, err = pgSettleTx(ctx, tx, cur, Settlement{
-				Status:  "recovered",
-				Reason:  reason,
-				Bytes:   cur.Bytes,
-				Minutes: fromMicro(cur.minutesMicro),
-				Once:    cur.Bytes > 0,
-				At:      now,
+				Status:    "recovered",
+				Reason:    reason,
+				Bytes:     cur.Bytes,
+				TotalSize: cur.TotalSize,
+				Minutes:   fromMicro(cur.minutesMicro),
+				Once:      cur.Bytes > 0,
+				At:        now,
 			})
 			if err != nil {
 				return err

@@ -285,10 +285,10 @@ func TestPostgresRecoveryAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.Checkpoint(ctx, dead.ID, 500, 5, t0.Add(time.Minute)); err != nil {
+	if err := a.Checkpoint(ctx, dead.ID, 500, 5, 0, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Checkpoint(ctx, flowing.ID, 900, 9, t0.Add(9*time.Minute)); err != nil {
+	if err := a.Checkpoint(ctx, flowing.ID, 900, 9, 0, t0.Add(9*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Heartbeat(ctx, []string{stalled.ID}, t0.Add(8*time.Minute+time.Second)); err != nil {

@@ -375,12 +375,12 @@ func (l *SQLite) Adjust(ctx context.Context, deliveryID string, reserved float64
 
 // Checkpoint implements [Ledger]. at is not kept: one process owns the file, so
 // no other process needs to tell its live deliveries from abandoned ones.
-func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error {
+func (l *SQLite) Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, totalSize int64, at time.Time) error {
 	l.writes.Lock()
 	defer l.writes.Unlock()
-	_, err := l.exec(ctx, `UPDATE deliveries SET bytes = ?, minutes_micro = ?
+	_, err := l.exec(ctx, `UPDATE deliveries SET bytes = ?, minutes_micro = ?, total_size = MAX(total_size, ?)
 		WHERE id = ? AND settled_at IS NULL AND bytes <= ?`,
-		bytes, toMicro(minutes), deliveryID, bytes)
+		bytes, toMicro(minutes), max(totalSize, 0), deliveryID, bytes)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -508,12 +508,13 @@ func (l *SQLite) recoverOne(ctx context.Context, id string, now time.Time) (*Set
 		return nil, nil
 	}
 	s := Settlement{
-		Status:  "recovered",
-		Reason:  "settled from the last checkpoint after a restart",
-		Bytes:   cur.Bytes,
-		Minutes: fromMicro(cur.minutesMicro),
-		Once:    cur.Bytes > 0,
-		At:      now,
+		Status:    "recovered",
+		Reason:    "settled from the last checkpoint after a restart",
+		Bytes:     cur.Bytes,
+		TotalSize: cur.TotalSize,
+		Minutes:   fromMicro(cur.minutesMicro),
+		Once:      cur.Bytes > 0,
+		At:        now,
 	}
 	if err := settleTx(ctx, tx, cur, s); err != nil {
 		return nil, fmt.Errorf("recover %s: %w", id, err)

@@ -163,10 +163,11 @@ type Ledger interface {
 	// may return a *QuotaError, leaving the reservation as it was.
 	Adjust(ctx context.Context, deliveryID string, reserved float64) error
 	// Checkpoint records an open delivery's progress at at: body bytes delivered so
-	// far and the minutes they bill. It never lowers the recorded bytes, and is a
-	// no-op on a settled or unknown delivery. A shared ledger also keeps at as the
-	// row's last sign of life.
-	Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, at time.Time) error
+	// far, the minutes they bill and the file's size when known (0: unknown; kept
+	// so that a delivery settled by recovery still tells the size). It never
+	// lowers the recorded bytes, and is a no-op on a settled or unknown delivery.
+	// A shared ledger also keeps at as the row's last sign of life.
+	Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, totalSize int64, at time.Time) error
 	// Heartbeat records at as the last sign of life of the open deliveries ids,
 	// which the calling process is still metering; settled and unknown IDs are
 	// ignored. A ledger one process owns may do nothing.

@@ -165,7 +165,7 @@ func testSettleIdempotent(t *testing.T, l usage.Ledger) {
 		t.Fatalf("second Settle = %+v, want the first %+v", again, first)
 	}
 	WantUsage(t, l, "alice", p, 6, 0)
-	if err := l.Checkpoint(ctx(), d.ID, 5000, 8, T0.Add(2*time.Minute)); err != nil {
+	if err := l.Checkpoint(ctx(), d.ID, 5000, 8, 0, T0.Add(2*time.Minute)); err != nil {
 		t.Fatalf("Checkpoint after Settle: %v", err)
 	}
 	if err := l.Adjust(ctx(), d.ID, 1); !errors.Is(err, usage.ErrSettled) {
@@ -352,7 +352,7 @@ func testCheckpointRecover(t *testing.T, l usage.Ledger) {
 		{prop.ID, 2000, 4}, // late and lower: ignored
 		{per.ID, 700, 0},
 	} {
-		if err := l.Checkpoint(ctx(), c.id, c.bytes, c.minutes, T0.Add(time.Minute)); err != nil {
+		if err := l.Checkpoint(ctx(), c.id, c.bytes, c.minutes, 10000, T0.Add(time.Minute)); err != nil {
 			t.Fatalf("Checkpoint(%s): %v", c.id, err)
 		}
 	}
@@ -367,6 +367,10 @@ func testCheckpointRecover(t *testing.T, l usage.Ledger) {
 		if s.Status != "recovered" || !s.SettledAt.Equal(now) {
 			t.Fatalf("recovered %s has status %q at %v, want recovered at %v", s.DeliveryID, s.Status, s.SettledAt, now)
 		}
+	}
+	// The file size a checkpoint recorded survives recovery.
+	if s := byID[prop.ID]; s.TotalSize != 10000 {
+		t.Errorf("recovered %s keeps a file size of %d, want the checkpointed 10000", prop.ID, s.TotalSize)
 	}
 	want := map[string]struct {
 		bytes   int64
@@ -400,7 +404,7 @@ func testHeartbeat(t *testing.T, l usage.Ledger) {
 	mustReserve(t, l, live, 100)
 	mustReserve(t, l, done, 100)
 	mustSettle(t, l, done.ID, usage.Settlement{Status: "complete", Bytes: 50, Minutes: 5})
-	if err := l.Checkpoint(ctx(), live.ID, 400, 4, T0.Add(time.Second)); err != nil {
+	if err := l.Checkpoint(ctx(), live.ID, 400, 4, 0, T0.Add(time.Second)); err != nil {
 		t.Fatalf("Checkpoint: %v", err)
 	}
 	if err := l.Heartbeat(ctx(), nil, T0.Add(time.Minute)); err != nil {
@@ -531,7 +535,7 @@ func testFindDownload(t *testing.T, l usage.Ledger) {
 	if d := state(); d.Bytes != 0 || d.Billed {
 		t.Fatalf("a download with nothing sent: %+v", d)
 	}
-	if err := l.Checkpoint(ctx(), older.ID, 300, 0.3, T0.Add(50*time.Minute)); err != nil {
+	if err := l.Checkpoint(ctx(), older.ID, 300, 0.3, 0, T0.Add(50*time.Minute)); err != nil {
 		t.Fatalf("Checkpoint: %v", err)
 	}
 	if d := state(); d.Bytes != 300 || d.Billed {
@@ -629,7 +633,7 @@ func testUnknown(t *testing.T, l usage.Ledger) {
 	if _, err := l.Settle(ctx(), "nope", usage.Settlement{Status: "complete"}); !errors.Is(err, usage.ErrNotFound) {
 		t.Fatalf("Settle of an unknown delivery = %v, want ErrNotFound", err)
 	}
-	if err := l.Checkpoint(ctx(), "nope", 1, 1, T0); err != nil {
+	if err := l.Checkpoint(ctx(), "nope", 1, 1, 0, T0); err != nil {
 		t.Fatalf("Checkpoint of an unknown delivery = %v, want a no-op", err)
 	}
 	if err := l.Heartbeat(ctx(), []string{"nope"}, T0); err != nil {
