@@ -471,28 +471,36 @@ func TestRunReaperNotShared(t *testing.T) {
 	}
 	ledgertest.WantUsage(t, sq, "bob", usage.Period(f.clock.Now()), 0, 10)
 
+	reapUntilReleased(t, f, sq, "bob")
+	ledgertest.WantUsage(t, sq, "bob", usage.Period(f.clock.Now()), 10, 0)
+	if st, err := live.Finish("complete"); err != nil || st.Status != "complete" {
+		t.Fatalf("Finish = %+v, %v; want the live delivery still open", st, err)
+	}
+}
+
+// reapUntilReleased runs f's reaper until user holds no reservation in l.
+func reapUntilReleased(t *testing.T, f *fixture, l usage.Ledger, user string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		f.meter.RunReaper(ctx, time.Millisecond)
 	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		u, err := sq.Usage(context.Background(), "bob", usage.Period(f.clock.Now()))
+		u, err := l.Usage(context.Background(), user, usage.Period(f.clock.Now()))
 		if err == nil && u.MinutesReserved == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the failed settlement was not tried again: %+v, %v", u, err)
+			t.Fatalf("the reaper left %s's reservation held: %+v, %v", user, u, err)
 		}
 		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	<-done
-	ledgertest.WantUsage(t, sq, "bob", usage.Period(f.clock.Now()), 10, 0)
-	if st, err := live.Finish("complete"); err != nil || st.Status != "complete" {
-		t.Fatalf("Finish = %+v, %v; want the live delivery still open", st, err)
 	}
 }
 
@@ -520,24 +528,6 @@ func TestChargeFailureReleased(t *testing.T) {
 		t.Fatal("Charge succeeded though the ledger failed it")
 	}
 	ledgertest.WantUsage(t, sq, "alice", usage.Period(f.clock.Now()), 0, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.meter.RunReaper(ctx, time.Millisecond)
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		u, err := sq.Usage(context.Background(), "alice", usage.Period(f.clock.Now()))
-		if err == nil && u.MinutesReserved == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the failed charge's reservation was not released: %+v, %v", u, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	<-done
+	reapUntilReleased(t, f, sq, "alice")
 	ledgertest.WantUsage(t, sq, "alice", usage.Period(f.clock.Now()), 0, 0)
 }
