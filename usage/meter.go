@@ -151,7 +151,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	now := m.cfg.Now()
 	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
 
-	starts, downloadID, billed, pending := true, "", false, false
+	starts, downloadID, billed := true, "", false
 	if req.RangeStart > 0 {
 		since := now.Add(-m.cfg.ResumeWindow)
 		if req.Session != "" {
@@ -168,7 +168,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 			size = dl.Size
 		}
 		if ok && (size <= 0 || rangeLen(req.RangeStart, req.RangeEnd, size) <= dl.allowance(size)) {
-			starts, downloadID, billed, pending = false, dl.ID, dl.Billed, dl.Pending
+			starts, downloadID, billed = false, dl.ID, dl.Billed
 		}
 	}
 	if starts {
@@ -180,7 +180,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	switch m.cfg.Mode {
 	case PerDownload:
 		once = full
-		if starts || !billed && !pending {
+		if starts || !billed {
 			reserve = full
 		}
 	default:
@@ -684,11 +684,11 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 }
 
 // allowance is how many more bytes a download of a file of size bytes may send
-// as continuations: what is left from where it started, less what its deliveries
-// sent, plus what interruptions may have lost (resumeSlack).
+// as continuations: one file's worth (it pays the full duration, wherever it
+// started), less what its deliveries sent, plus what they may have left in
+// socket buffers (resumeSlack).
 func (dl DownloadState) allowance(size int64) int64 {
-	remaining := size - dl.Start
-	return remaining - dl.Bytes + min(dl.Lost, resumeSlack(remaining))
+	return size - dl.Bytes + min(dl.Lost, resumeSlack(size))
 }
 
 // resumeSlack bounds how many of a download's sent bytes may be discounted as

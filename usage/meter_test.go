@@ -732,14 +732,15 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		d.Abort("test")
 	})
 
-	t.Run("parallel segments of one download hold one charge", func(t *testing.T) {
+	t.Run("parallel segments of one download bill one charge", func(t *testing.T) {
 		// A segmented downloader: the second segment asks while the first is
-		// still being served, under a quota that fits one charge and a half.
+		// still being served. Each could end up carrying the charge, so each
+		// reserves it, and only one is billed.
 		f := newFixture(t, usage.PerDownload)
-		first := f.start(t, req(limit(15), from(0, 499)))
-		second, err := f.meter.Start(context.Background(), req(limit(15), from(500, 999)))
-		if err != nil {
-			t.Fatalf("the second segment of a download was refused: %v", err)
+		first := f.start(t, req(limit(20), from(0, 499)))
+		second := f.start(t, req(limit(20), from(500, 999)))
+		if second.StartsDownload() {
+			t.Fatal("the second segment started a download of its own")
 		}
 		for i, d := range []*usage.Delivery{first, second} {
 			if err := d.Headers(206, 500, size); err != nil {
@@ -751,6 +752,24 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 			}
 		}
 		f.wantUsage(t, 10, 0)
+	})
+
+	t.Run("a continuation cannot spend a reservation it does not hold", func(t *testing.T) {
+		// The first request holds the charge and will end with nothing sent (a
+		// 304); a continuation asking meanwhile must reserve the charge itself,
+		// or it could bill it after the first released it.
+		f := newFixture(t, usage.PerDownload)
+		first := f.start(t, req(limit(10)))
+		if _, err := f.meter.Start(context.Background(), req(limit(10), from(1, -1))); !errors.Is(err, usage.ErrQuotaExceeded) {
+			t.Fatalf("a continuation beside the charge's holder = %v, want ErrQuotaExceeded", err)
+		}
+		if err := first.Headers(304, 0, -1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.Finish("complete"); err != nil {
+			t.Fatal(err)
+		}
+		f.wantUsage(t, 0, 0)
 	})
 
 	t.Run("a long download's resume window runs from its end", func(t *testing.T) {

@@ -445,19 +445,20 @@ func (l *Postgres) Report(ctx context.Context, period string) ([]ReportRow, erro
 // FindDownload implements [Ledger].
 func (l *Postgres) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (DownloadState, bool, error) {
 	var d DownloadState
-	err := l.pool.QueryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
-			EXISTS (SELECT 1 FROM deliveries WHERE download_id = d.id AND settled_at IS NULL
-				AND once_micro > 0 AND reserved_micro >= once_micro),
-			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0)::bigint,
-			COALESCE((SELECT MAX(GREATEST(range_start, 0)) FROM deliveries WHERE download_id = d.id AND started_download), 0)::bigint,
-			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0)::bigint,
-			COALESCE((SELECT SUM(LEAST(bytes, $6)) FROM deliveries
-				WHERE download_id = d.id AND settled_at IS NOT NULL), 0)::bigint
-		FROM downloads d
-		WHERE d.user_id = $1 AND d.video = $2 AND d.type = $3 AND d.session = $4 AND d.last_at >= $5
-		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
+	// The download is chosen first, so the sums read its deliveries through
+	// their download_id index rather than every open delivery of the ledger.
+	err := l.pool.QueryRow(ctx, `WITH c AS (
+			SELECT id, billed_by FROM downloads
+			WHERE user_id = $1 AND video = $2 AND type = $3 AND session = $4 AND last_at >= $5
+			ORDER BY last_at DESC, started_at DESC LIMIT 1)
+		SELECT c.id, c.billed_by IS NOT NULL,
+			COALESCE(SUM(x.bytes), 0)::bigint,
+			COALESCE(MAX(x.total_size), 0)::bigint,
+			COALESCE(SUM(LEAST(x.bytes, $6)), 0)::bigint
+		FROM c LEFT JOIN deliveries x ON x.download_id = c.id
+		GROUP BY c.id, c.billed_by`,
 		key.User, key.Video, string(key.Type), key.Session, since, int64(LostPerDelivery)).
-		Scan(&d.ID, &d.Billed, &d.Pending, &d.Bytes, &d.Start, &d.Size, &d.Lost)
+		Scan(&d.ID, &d.Billed, &d.Bytes, &d.Size, &d.Lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return DownloadState{}, false, nil
 	} else if err != nil {

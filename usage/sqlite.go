@@ -576,18 +576,14 @@ func (l *SQLite) Report(ctx context.Context, period string) ([]ReportRow, error)
 func (l *SQLite) FindDownload(ctx context.Context, key DownloadKey, since time.Time) (DownloadState, bool, error) {
 	var d DownloadState
 	err := l.queryRow(ctx, `SELECT d.id, d.billed_by IS NOT NULL,
-			EXISTS (SELECT 1 FROM deliveries WHERE download_id = d.id AND settled_at IS NULL
-				AND once_micro > 0 AND reserved_micro >= once_micro),
 			COALESCE((SELECT SUM(bytes) FROM deliveries WHERE download_id = d.id), 0),
-			COALESCE((SELECT MAX(range_start, 0) FROM deliveries WHERE download_id = d.id AND started_download), 0),
 			COALESCE((SELECT MAX(total_size) FROM deliveries WHERE download_id = d.id), 0),
-			COALESCE((SELECT SUM(MIN(bytes, ?)) FROM deliveries
-				WHERE download_id = d.id AND settled_at IS NOT NULL), 0)
+			COALESCE((SELECT SUM(MIN(bytes, ?)) FROM deliveries WHERE download_id = d.id), 0)
 		FROM downloads d
 		WHERE d.user_id = ? AND d.video = ? AND d.type = ? AND d.session = ? AND d.last_at >= ?
 		ORDER BY d.last_at DESC, d.started_at DESC LIMIT 1`,
 		LostPerDelivery, key.User, key.Video, string(key.Type), key.Session, since.UnixMicro()).
-		Scan(&d.ID, &d.Billed, &d.Pending, &d.Bytes, &d.Start, &d.Size, &d.Lost)
+		Scan(&d.ID, &d.Billed, &d.Bytes, &d.Size, &d.Lost)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DownloadState{}, false, nil
 	} else if err != nil {

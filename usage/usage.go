@@ -324,22 +324,15 @@ type DownloadState struct {
 	ID string
 	// Billed is true once a delivery carried the download's charge.
 	Billed bool
-	// Pending is true while an open delivery of the download holds a
-	// reservation for its charge (the first request of a download still being
-	// served, say, while a parallel segment asks for another range).
-	Pending bool
 	// Bytes is the body bytes its deliveries have sent (settled, or as last
 	// checkpointed).
 	Bytes int64
-	// Start is the first byte its first delivery asked for (0 without a range):
-	// the download is whole once Bytes reaches the file's size less Start.
-	Start int64
-	// Size is the file's size as its settled deliveries learned it; 0 unknown.
+	// Size is the file's size as its deliveries learned it; 0 unknown.
 	Size int64
-	// Lost is what its settled deliveries may have sent without the client
-	// keeping it: their bytes, at most LostPerDelivery each. A delivery the
-	// gateway finished writing may still have left its tail in socket buffers
-	// when the client went away, so completed ones count too.
+	// Lost is what its deliveries may have sent without the client keeping it:
+	// their bytes, at most LostPerDelivery each. A delivery the gateway finished
+	// writing may still have left its tail in socket buffers when the client went
+	// away, so completed ones count too, and open ones at their last checkpoint.
 	Lost int64
 }
 
