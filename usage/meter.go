@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,10 @@ type Meter struct {
 	// open holds the deliveries this meter reserved and has not tried to settle
 	// yet, by ID: the ones its heartbeat keeps alive in a shared ledger.
 	open sync.Map // string → *Delivery
+	// keyLocks serialise, per download key (striped), deciding which download a
+	// request continues and reserving for it, so two requests of one download
+	// that arrive together see each other.
+	keyLocks [64]sync.Mutex
 	// unsettled holds the deliveries whose settlement failed (the ledger was
 	// unreachable or too slow), by ID, for RunReaper to try again: until then
 	// their reservations keep counting against their users.
@@ -150,6 +155,9 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	}
 	now := m.cfg.Now()
 	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
+	mu := m.keyLock(key)
+	mu.Lock()
+	defer mu.Unlock()
 
 	starts, downloadID, billed := true, "", false
 	if req.RangeStart > 0 {
@@ -167,7 +175,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		if size <= 0 {
 			size = dl.Size
 		}
-		if ok && (size <= 0 || rangeLen(req.RangeStart, req.RangeEnd, size) <= dl.allowance(size)) {
+		if ok && (size <= 0 || rangeLen(req.RangeStart, req.RangeEnd, size) <= dl.allowance(size)-m.openClaims(dl.ID, size)) {
 			starts, downloadID, billed = false, dl.ID, dl.Billed
 		}
 	}
@@ -681,6 +689,31 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 		d.m.logSettled(st)
 	}
 	return st, nil
+}
+
+// keyLock is the lock of key's stripe.
+func (m *Meter) keyLock(k DownloadKey) *sync.Mutex {
+	h := fnv.New32a()
+	for _, s := range []string{k.User, k.Video, string(k.Type), k.Session} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return &m.keyLocks[h.Sum32()%uint32(len(m.keyLocks))]
+}
+
+// openClaims is what this meter's open deliveries of download id may still
+// send, beyond what they have checkpointed (which the ledger counts already):
+// without it, requests running beside each other would each fit in what the
+// download has left.
+func (m *Meter) openClaims(id string, size int64) int64 {
+	var sum int64
+	m.open.Range(func(_, v any) bool {
+		if d := v.(*Delivery); d.downloadID == id {
+			sum += max(0, rangeLen(d.req.RangeStart, d.req.RangeEnd, size)-d.cpBytes.Load())
+		}
+		return true
+	})
+	return sum
 }
 
 // allowance is how many more bytes a download of a file of size bytes may send

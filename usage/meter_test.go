@@ -754,6 +754,55 @@ func TestMeterNoFreeDownloadsThroughRanges(t *testing.T) {
 		f.wantUsage(t, 10, 0)
 	})
 
+	t.Run("a copy beside an open download is a download of its own", func(t *testing.T) {
+		// The whole file is being served; bytes=1- asked meanwhile would fit in
+		// what the download has sent so far, but not beside what it is sending.
+		f := newFixture(t, usage.PerDownload)
+		whole := f.start(t, req())
+		if err := whole.Headers(200, big, big); err != nil {
+			t.Fatal(err)
+		}
+		whole.Add(1 << 20)
+		if d := f.start(t, req(from(1, -1))); !d.StartsDownload() {
+			t.Fatal("a second copy beside an open download continued it")
+		} else {
+			d.Abort("test")
+		}
+		whole.Abort("test")
+	})
+
+	t.Run("segments arriving together join one download", func(t *testing.T) {
+		f := newFixture(t, usage.PerDownload)
+		bigSend(t, f, req(from(0, 1<<20-1)), 1<<20, "complete") // the first segment learns the size
+		const n = 8
+		seg := int64(big / n)
+		var wg sync.WaitGroup
+		ds := make([]*usage.Delivery, n-1)
+		for i := 1; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := f.meter.Start(context.Background(), req(from(int64(i)*seg, int64(i+1)*seg-1)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ds[i-1] = d
+			}()
+		}
+		wg.Wait()
+		for _, d := range ds {
+			if d == nil {
+				continue
+			}
+			if d.StartsDownload() {
+				t.Error("a segment started a download of its own")
+			}
+			d.Abort("test")
+		}
+		f.wantUsage(t, 10, 0)
+	})
+
 	t.Run("a continuation cannot spend a reservation it does not hold", func(t *testing.T) {
 		// The first request holds the charge and will end with nothing sent (a
 		// 304); a continuation asking meanwhile must reserve the charge itself,
