@@ -172,35 +172,7 @@ func TestPostgresConcurrentMigrate(t *testing.T) {
 // against a quota that fits exactly 10 of 200 reservations.
 func TestPostgresReplicasShareQuota(t *testing.T) {
 	dsn := freshSchema(t)
-	replicas := []usage.Ledger{openPostgres(t, dsn), openPostgres(t, dsn)}
-	const n, each, limit = 200, 3.0, 30.0
-	var ok, refused atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Go(func() {
-			err := replicas[i%2].Reserve(context.Background(), ledgertest.Open("alice", each), limit)
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, usage.ErrQuotaExceeded):
-				refused.Add(1)
-			default:
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("Reserve: %v", err)
-	}
-	if ok.Load() != 10 || refused.Load() != n-10 {
-		t.Fatalf("%d reservations succeeded and %d were refused, want 10 and %d", ok.Load(), refused.Load(), n-10)
-	}
-	for _, l := range replicas {
-		ledgertest.WantUsage(t, l, "alice", usage.Period(ledgertest.T0), 0, limit)
-	}
+	ledgertest.ReserveConcurrently(t, []usage.Ledger{openPostgres(t, dsn), openPostgres(t, dsn)})
 }
 
 // TestPostgresReplicasSettleOnce settles one delivery from both replicas at once,

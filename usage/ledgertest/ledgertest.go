@@ -430,13 +430,21 @@ func testHeartbeat(t *testing.T, l usage.Ledger) {
 }
 
 func testConcurrentReserve(t *testing.T, l usage.Ledger) {
+	ReserveConcurrently(t, []usage.Ledger{l})
+}
+
+// ReserveConcurrently sends 200 reservations of 3 minutes for one user at once,
+// spread over ledgers (replicas of one store, or one ledger), against a quota of
+// 30: exactly 10 must be granted, and every ledger must then show 30 reserved.
+func ReserveConcurrently(t *testing.T, ledgers []usage.Ledger) {
+	t.Helper()
 	const n, each, limit = 200, 3.0, 30.0
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	for range n {
+	for i := range n {
 		wg.Go(func() {
-			err := l.Reserve(ctx(), Open("alice", each), limit)
+			err := ledgers[i%len(ledgers)].Reserve(ctx(), Open("alice", each), limit)
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -455,7 +463,9 @@ func testConcurrentReserve(t *testing.T, l usage.Ledger) {
 	if ok.Load() != 10 || refused.Load() != n-10 {
 		t.Fatalf("%d reservations succeeded and %d were refused, want 10 and %d", ok.Load(), refused.Load(), n-10)
 	}
-	WantUsage(t, l, "alice", usage.Period(T0), 0, limit)
+	for _, l := range ledgers {
+		WantUsage(t, l, "alice", usage.Period(T0), 0, limit)
+	}
 }
 
 func testFindDownload(t *testing.T, l usage.Ledger) {
