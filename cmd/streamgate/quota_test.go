@@ -11,6 +11,21 @@ import (
 	"github.com/streamgate/streamgate/stream"
 )
 
+// quotaGateway starts a gateway whose basic plan's quota fits exactly fits
+// whole downloads of its one video, with a concurrency cap of maxConcurrent (0:
+// none), and returns the video, the gateway and the quota in minutes.
+func quotaGateway(t *testing.T, mode string, fits, maxConcurrent int) (string, *testGateway, float64) {
+	t.Helper()
+	se := newStreamEnv(t)
+	uid := se.addVideo(testDuration, testSize)
+	limit := float64(fits) * testMinutes
+	gw := startGateway(t, se, gwOptions{
+		Metering: mode,
+		Plans:    map[string]plan{"basic": {Minutes: limit, MaxConcurrent: maxConcurrent}},
+	})
+	return uid, gw, limit
+}
+
 // TestQuotaUnderConcurrency sends 200 simultaneous whole-file downloads of one
 // video for a user whose monthly quota covers exactly 10 of them: exactly 10 are
 // served in full, every other one is refused before its first byte, and the
@@ -22,13 +37,7 @@ func TestQuotaUnderConcurrency(t *testing.T) {
 	)
 	for _, mode := range []string{"proportional", "per-download"} {
 		t.Run(mode, func(t *testing.T) {
-			se := newStreamEnv(t)
-			uid := se.addVideo(testDuration, testSize)
-			limit := fits * testMinutes
-			gw := startGateway(t, se, gwOptions{
-				Metering: mode,
-				Plans:    map[string]plan{"basic": {Minutes: limit, MaxConcurrent: 0}},
-			})
+			uid, gw, limit := quotaGateway(t, mode, fits, 0)
 			token := portalToken(t, "carol", "basic")
 			c := clientFrom(t, ipGB)
 
@@ -165,13 +174,7 @@ func TestQuotaUnderConcurrencyCap(t *testing.T) {
 	)
 	for _, mode := range []string{"proportional", "per-download"} {
 		t.Run(mode, func(t *testing.T) {
-			se := newStreamEnv(t)
-			uid := se.addVideo(testDuration, testSize)
-			limit := fits * testMinutes
-			gw := startGateway(t, se, gwOptions{
-				Metering: mode,
-				Plans:    map[string]plan{"basic": {Minutes: limit, MaxConcurrent: 4}},
-			})
+			uid, gw, limit := quotaGateway(t, mode, fits, 4)
 			token := portalToken(t, "cora", "basic")
 			c := clientFrom(t, ipGB)
 
