@@ -1,0 +1,229 @@
+package acked
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Source says where an unacknowledged count came from.
+type Source string
+
+const (
+	// SourceTCPInfo: Linux TCP_INFO's tcpi_bytes_acked against the bytes
+	// written.
+	SourceTCPInfo Source = "tcp_info"
+	// SourceOutq: the Linux SIOCOUTQ ioctl, the bytes in the send queue not
+	// acknowledged yet.
+	SourceOutq Source = "siocoutq"
+	// SourceWritten: no acknowledgement is known; the count is 0 and callers
+	// bill the bytes written.
+	SourceWritten Source = "written"
+)
+
+// Listener is a net.Listener whose connections are [*Conn].
+type Listener struct {
+	net.Listener
+}
+
+var _ net.Listener = (*Listener)(nil)
+
+// Listen wraps inner so that its connections count the bytes written to
+// them. Put TLS on top of it, not below it.
+func Listen(inner net.Listener) *Listener {
+	return &Listener{Listener: inner}
+}
+
+// Accept waits for the next connection and returns it as a [*Conn].
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newConn(c), nil
+}
+
+// Conn counts the bytes written to a connection and asks the kernel how many
+// of them the peer has acknowledged. Its methods are safe for concurrent use.
+type Conn struct {
+	inner   net.Conn
+	written atomic.Int64
+	sys     sysConn // what the platform file knows about the socket
+	// final is the last reading, taken as the connection closes, so that a
+	// settlement that runs after the server closed still gets a figure.
+	final atomic.Pointer[reading]
+}
+
+type reading struct {
+	unacked int64
+	source  Source
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// newConn wraps c before anything is written to it: the kernel's
+// acknowledged count is taken relative to its value now.
+func newConn(c net.Conn) *Conn {
+	return &Conn{inner: c, sys: probe(c)}
+}
+
+// Write writes to the connection and counts the bytes the kernel took.
+func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.inner.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// Written is the number of bytes written to the connection since it was
+// accepted, all responses and framing included (after TLS: ciphertext).
+func (c *Conn) Written() int64 { return c.written.Load() }
+
+// Unacked is the number of bytes written to the connection that the peer has
+// not acknowledged yet, and where that figure comes from. It is a system call
+// on Linux TCP connections; call it at checkpoints, not per write.
+//
+// It keeps working after the peer reset or closed the connection, as long as
+// this side has not closed it; after [Conn.Close] it returns the figure read
+// just before closing. With [SourceWritten] the count is 0: nothing is known
+// beyond the bytes written.
+func (c *Conn) Unacked() (int64, Source) {
+	if r := c.final.Load(); r != nil {
+		return r.unacked, r.source
+	}
+	if n, src, ok := c.sys.unacked(&c.written); ok {
+		return n, src
+	}
+	// The socket may have closed between the two loads.
+	if r := c.final.Load(); r != nil {
+		return r.unacked, r.source
+	}
+	return 0, SourceWritten
+}
+
+// Close reads the unacknowledged count a last time, then closes the
+// connection. The kernel may still deliver some of those bytes after the
+// close; the figure kept errs on the side of not billing them.
+func (c *Conn) Close() error {
+	if c.final.Load() == nil {
+		n, src, ok := c.sys.unacked(&c.written)
+		if !ok {
+			n, src = 0, SourceWritten
+		}
+		c.final.CompareAndSwap(nil, &reading{unacked: n, source: src})
+	}
+	return c.inner.Close()
+}
+
+// Read reads from the connection; reads are not counted.
+func (c *Conn) Read(p []byte) (int, error) { return c.inner.Read(p) }
+
+// CloseWrite shuts down the writing side when the wrapped connection can
+// (net/http uses it to end a response before closing); otherwise it closes
+// the connection.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.inner.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// NetConn returns the wrapped connection. Bytes written to it directly are
+// not counted, and Unacked then overstates what is in flight.
+func (c *Conn) NetConn() net.Conn { return c.inner }
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.inner.LocalAddr() }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.inner.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines.
+func (c *Conn) SetDeadline(t time.Time) error { return c.inner.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.inner.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.inner.SetWriteDeadline(t) }
+
+// Delivered is the number of a response body's bytes the peer acknowledged,
+// given the body bytes written to the connection and [Conn.Unacked] read
+// after them: bodyWritten - unacked, never below 0.
+//
+// It is exact on HTTP/1.x. TCP delivers bytes in order, and the body being
+// written is the last thing written on the connection, so whatever is not
+// acknowledged is the tail of this body (and, once the body's own bytes are
+// all counted, of the headers or earlier responses before it, hence the
+// floor at 0). Two things make it err low, never high: chunked framing and
+// TLS record overhead in the unacknowledged tail count against the body.
+//
+// bodyWritten must be the bytes that reached the connection. net/http's
+// ResponseWriter holds up to a few KiB before passing them on: flush it
+// (http.ResponseController.Flush) before reading Unacked at a checkpoint, and
+// when a write failed, the bytes it accepted but never sent are not
+// delivered.
+//
+// On HTTP/2 the unacknowledged tail may belong to any stream of the
+// connection, so the result means nothing there: see [Exclusive] and
+// [ForRequest].
+func Delivered(bodyWritten, unacked int64) int64 {
+	return max(0, bodyWritten-unacked)
+}
+
+// Exclusive reports whether r's response is alone on its connection while
+// the handler runs, which is what makes [Delivered] exact: true for HTTP/1.x,
+// false for HTTP/2 and anything else, where callers must count the bytes
+// written.
+func Exclusive(r *http.Request) bool {
+	return r.ProtoMajor == 1
+}
+
+// ForRequest is the body bytes of r's response the peer acknowledged, given
+// the body bytes written, and where the figure comes from. It returns
+// bodyWritten and [SourceWritten] when the connection is not known (no
+// [ConnContext]), when r is not [Exclusive] on it, or when the kernel's figure
+// is not available.
+func ForRequest(r *http.Request, bodyWritten int64) (int64, Source) {
+	c, ok := FromContext(r.Context())
+	if !ok || !Exclusive(r) {
+		return bodyWritten, SourceWritten
+	}
+	unacked, src := c.Unacked()
+	return Delivered(bodyWritten, unacked), src
+}
+
+type ctxKey struct{}
+
+// ConnContext puts the [*Conn] beneath c in ctx; it is an
+// http.Server.ConnContext. It finds it through TLS and other wrappers that
+// have a NetConn method, and leaves ctx as it is when there is none.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if ac := find(c); ac != nil {
+		return context.WithValue(ctx, ctxKey{}, ac)
+	}
+	return ctx
+}
+
+// FromContext returns the connection that [ConnContext] put in ctx.
+func FromContext(ctx context.Context) (*Conn, bool) {
+	c, ok := ctx.Value(ctxKey{}).(*Conn)
+	return c, ok
+}
+
+// find unwraps c until it reaches a *Conn; the bound guards against a
+// wrapper that returns itself.
+func find(c net.Conn) *Conn {
+	for range 16 {
+		switch v := c.(type) {
+		case *Conn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
