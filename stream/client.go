@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -137,10 +138,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return &Client{account: account, api: api}, nil
 }
 
+// UnknownDuration is Video.Duration when Stream does not know the video's length.
+const UnknownDuration = -1
+
 // Video is what the gateway needs of a video's details.
 type Video struct {
 	UID string
-	// Duration is in seconds; -1 while Stream does not know it yet.
+	// Duration is in seconds, above 0; UnknownDuration (-1) while Stream does not
+	// know it: Client.Video reports a duration that is absent, null, not a
+	// number, -1 or otherwise not above 0 as UnknownDuration. Bill through
+	// Minutes, which refuses an unknown duration, never through this field alone.
 	Duration float64
 	// ReadyToStream is true once at least one quality level is playable; downloads
 	// can be enabled only then.
@@ -161,10 +168,25 @@ func (v Video) Billable() error {
 	switch {
 	case !v.ReadyToStream:
 		return fmt.Errorf("video %s (state %q): %w", v.UID, v.State, ErrNotReady)
-	case v.Duration < 0:
+	case !knownDuration(v.Duration):
 		return fmt.Errorf("video %s: duration unknown: %w", v.UID, ErrNotReady)
 	}
 	return nil
+}
+
+// Minutes is the video's billable length in minutes, or an error matching
+// ErrNotReady when Billable refuses it. It is never 0 without an error.
+func (v Video) Minutes() (float64, error) {
+	if err := v.Billable(); err != nil {
+		return 0, err
+	}
+	return v.Duration / 60, nil
+}
+
+// knownDuration reports whether seconds is a length that can be billed: a finite
+// number above 0. Stream says -1 while it does not know; 0 would bill nothing.
+func knownDuration(seconds float64) bool {
+	return seconds > 0 && !math.IsInf(seconds, 0)
 }
 
 // Download is one generated download file of a video.
@@ -221,9 +243,9 @@ func (c *Client) Video(ctx context.Context, uid string) (Video, error) {
 		Size:              int64(v.Size),
 		State:             string(v.Status.State),
 	}
-	if v.JSON.Duration.IsNull() || v.JSON.Duration.IsInvalid() {
-		// Absent or null is "unknown", never a zero-minute video.
-		out.Duration = -1
+	if v.JSON.Duration.IsNull() || v.JSON.Duration.IsInvalid() || !knownDuration(v.Duration) {
+		// Absent, null, -1 and 0 are all "unknown", never a zero-minute video.
+		out.Duration = UnknownDuration
 	}
 	return out, nil
 }

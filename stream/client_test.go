@@ -185,6 +185,16 @@ func TestClientVideo(t *testing.T) {
 			file: "video_no_duration.json",
 			want: stream.Video{UID: testUID, Duration: -1, State: "queued"},
 		},
+		{
+			name: "missing duration of a ready video is unknown, not zero",
+			file: "video_missing_duration.json",
+			want: stream.Video{UID: testUID, Duration: -1, ReadyToStream: true, State: "ready"},
+		},
+		{
+			name: "zero duration of a ready video is unknown, never billed as 0",
+			file: "video_zero_duration.json",
+			want: stream.Video{UID: testUID, Duration: -1, ReadyToStream: true, State: "ready"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,11 +211,16 @@ func TestClientVideo(t *testing.T) {
 				t.Errorf("Authorization: got %q, want the bearer token", a)
 			}
 			billErr := got.Billable()
-			if tt.want.ReadyToStream != (billErr == nil) {
-				t.Errorf("Billable: got %v, want nil only for a ready video", billErr)
+			billable := tt.want.ReadyToStream && tt.want.Duration > 0
+			if billable != (billErr == nil) {
+				t.Errorf("Billable: got %v, want nil only for a ready video of known duration", billErr)
 			}
 			if billErr != nil && !errors.Is(billErr, stream.ErrNotReady) {
 				t.Errorf("Billable: got %v, want ErrNotReady", billErr)
+			}
+			min, minErr := got.Minutes()
+			if (minErr == nil) != billable || billable && min != tt.want.Duration/60 || !billable && min != 0 {
+				t.Errorf("Minutes: got %v, %v; want duration/60 only when billable", min, minErr)
 			}
 		})
 	}

@@ -16,6 +16,9 @@ const (
 	Audio DownloadType = "audio"
 )
 
+// String is "default" or "audio".
+func (t DownloadType) String() string { return string(t) }
+
 // ParseDownloadType accepts "default" and "audio".
 func ParseDownloadType(s string) (DownloadType, error) {
 	switch DownloadType(s) {
@@ -63,9 +66,24 @@ func (t DownloadType) ContentType() string {
 // MaxFilenameLen is the longest filename Stream accepts.
 const MaxFilenameLen = 120
 
+// CleanFilename checks a filename for the download of type t and returns it as
+// it is forwarded to Stream, without extension. Stream's stated rule (1 to 120
+// characters of A-Za-z0-9-_, the extension appended by Stream) excludes dots,
+// while its own example passes ?filename=MY_VIDEO.mp4: so a trailing extension
+// that is the type's own (".mp4" for Default, ".m4a" for Audio) is taken off
+// first, and the rest must pass ValidFilename. Every other dot is refused.
+func CleanFilename(name string, t DownloadType) (string, bool) {
+	name = strings.TrimSuffix(name, t.Ext())
+	if !ValidFilename(name) {
+		return "", false
+	}
+	return name, true
+}
+
 // ValidFilename reports whether name passes Stream's filename rule: 1 to 120
 // characters of A-Z, a-z, 0-9, '-' and '_'. Stream appends the extension itself,
-// so a dot is refused rather than forwarded with unconfirmed behaviour.
+// so a dot is refused rather than forwarded with unconfirmed behaviour; names
+// that may carry the type's extension go through CleanFilename.
 func ValidFilename(name string) bool {
 	if len(name) == 0 || len(name) > MaxFilenameLen {
 		return false
@@ -98,8 +116,8 @@ func ValidUID(uid string) bool {
 
 // DeliveryURL builds base/<tokenOrUID>/downloads/<file>, with ?filename= when name
 // is not empty. base is the customer delivery origin, for example
-// https://customer-CODE.cloudflarestream.com. An invalid filename is an error, never
-// forwarded.
+// https://customer-CODE.cloudflarestream.com. filename goes through CleanFilename:
+// its own extension is dropped, and an invalid one is an error, never forwarded.
 func DeliveryURL(base, tokenOrUID string, t DownloadType, filename string) (string, error) {
 	if tokenOrUID == "" || strings.ContainsAny(tokenOrUID, "/?#") {
 		return "", fmt.Errorf("invalid token or uid")
@@ -107,8 +125,12 @@ func DeliveryURL(base, tokenOrUID string, t DownloadType, filename string) (stri
 	if _, err := ParseDownloadType(string(t)); err != nil {
 		return "", err
 	}
-	if filename != "" && !ValidFilename(filename) {
-		return "", fmt.Errorf("invalid filename: want 1 to %d characters of A-Za-z0-9-_", MaxFilenameLen)
+	if filename != "" {
+		clean, ok := CleanFilename(filename, t)
+		if !ok {
+			return "", fmt.Errorf("invalid filename: want 1 to %d characters of A-Za-z0-9-_, optionally ending in %s", MaxFilenameLen, t.Ext())
+		}
+		filename = clean
 	}
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || u.Scheme == "" || u.Host == "" {

@@ -58,7 +58,9 @@ func TestDeliveryURL(t *testing.T) {
 	}{
 		{name: "mp4", base: base, tok: uid, typ: Default, want: base + "/" + uid + "/downloads/default.mp4"},
 		{name: "m4a named", base: base + "/", tok: "eyJ.a.b", typ: Audio, filename: "Talk_1", want: base + "/eyJ.a.b/downloads/audio.m4a?filename=Talk_1"},
-		{name: "bad filename", base: base, tok: uid, typ: Default, filename: "a.mp4", wantErr: true},
+		{name: "bad filename", base: base, tok: uid, typ: Default, filename: "a.b", wantErr: true},
+		{name: "filename with its extension", base: base, tok: uid, typ: Default, filename: "MY_VIDEO.mp4", want: base + "/" + uid + "/downloads/default.mp4?filename=MY_VIDEO"},
+		{name: "filename with the other extension", base: base, tok: uid, typ: Default, filename: "a.m4a", wantErr: true},
 		{name: "bad type", base: base, tok: uid, typ: "hls", wantErr: true},
 		{name: "slash in token", base: base, tok: "a/b", typ: Default, wantErr: true},
 		{name: "relative base", base: "customer.example", tok: uid, typ: Default, wantErr: true},
@@ -91,4 +93,32 @@ func FuzzValidFilename(f *testing.F) {
 			t.Fatalf("filename %q needed escaping: %s", s, u)
 		}
 	})
+}
+
+func TestCleanFilename(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  DownloadType
+		want string
+		ok   bool
+	}{
+		{"MY_VIDEO", Default, "MY_VIDEO", true},
+		{"MY_VIDEO.mp4", Default, "MY_VIDEO", true},
+		{"Talk-1.m4a", Audio, "Talk-1", true},
+		{"Talk-1.mp4", Audio, "", false},
+		{"MY_VIDEO.m4a", Default, "", false},
+		{"a.b", Default, "", false},
+		{"a.b.mp4", Default, "", false},
+		{"a.mp4.mp4", Default, "", false},
+		{".mp4", Default, "", false},
+		{"MY_VIDEO.MP4", Default, "", false},
+		{"", Default, "", false},
+		{strings.Repeat("x", 120) + ".mp4", Default, strings.Repeat("x", 120), true},
+		{strings.Repeat("x", 121), Default, "", false},
+	} {
+		got, ok := CleanFilename(tc.name, tc.typ)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("CleanFilename(%q, %s) = %q, %v; want %q, %v", tc.name, tc.typ, got, ok, tc.want, tc.ok)
+		}
+	}
 }
