@@ -9,9 +9,16 @@ import (
 // may have at once. It is safe for concurrent use. A key is tracked only
 // while it holds at least one slot, so the map never outgrows what is in
 // flight.
+//
+// Built by NewConcurrency the cap holds in this process only: n replicas let a
+// user run n times the cap. Built by NewRedisConcurrency it holds across every
+// replica sharing the Redis server (see sharedSlots).
 type Concurrency struct {
 	mu    sync.Mutex
 	inUse map[string]int
+	// shared, when set, decides in Redis; inUse still counts this process's
+	// slots, for InUse and for the fallback while Redis fails.
+	shared *sharedSlots
 }
 
 // NewConcurrency returns an empty Concurrency.
@@ -31,21 +38,31 @@ func (c *Concurrency) Acquire(key string, max int) (release func(), ok bool) {
 	if c == nil {
 		return noRelease, true
 	}
-	c.mu.Lock()
-	n := c.inUse[key]
-	if max > 0 && n >= max {
-		c.mu.Unlock()
+	if c.shared != nil && max > 0 {
+		return c.acquireShared(key, max)
+	}
+	if !c.take(key, max) {
 		return noRelease, false
 	}
-	c.inUse[key] = n + 1
-	c.mu.Unlock()
-
 	var released atomic.Bool
 	return func() {
 		if released.CompareAndSwap(false, true) {
 			c.release(key)
 		}
 	}, true
+}
+
+// take counts a slot for key in this process if fewer than max (<= 0: no cap)
+// are counted.
+func (c *Concurrency) take(key string, max int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.inUse[key]
+	if max > 0 && n >= max {
+		return false
+	}
+	c.inUse[key] = n + 1
+	return true
 }
 
 func (c *Concurrency) release(key string) {
