@@ -109,14 +109,19 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	size := v.size(t)
+	f, err := OpenFile(v.Video, t)
+	if err != nil {
+		writeDeliveryError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	size := f.Size()
 	if name == "" {
 		name = uid
 	}
 	h := w.Header()
 	h.Set("Content-Type", t.ContentType())
 	h.Set("Content-Disposition", `attachment; filename="`+name+t.Ext()+`"`)
-	h.Set("ETag", etag(uid, t, size))
+	h.Set("ETag", f.ETag())
 	if strings.Contains(r.Header.Get("Range"), ",") {
 		r.Header.Del("Range") // multipart ranges are not served: answer in full
 	}
@@ -131,7 +136,7 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 		size:           size,
 		minutes:        v.minutes(),
 	}
-	http.ServeContent(bw, r, "", v.created, NewContentReader(uid, t, size))
+	http.ServeContent(bw, r, "", v.created, f.NewReader())
 }
 
 func etag(uid string, t stream.DownloadType, size int64) string {

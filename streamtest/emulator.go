@@ -57,6 +57,10 @@ type Video struct {
 	ReadyToStream bool
 	// Name is reported as meta.name. Default: the UID.
 	Name string
+	// Layout is how default.mp4 and audio.m4a are built: Synthetic bytes (the
+	// default), or real media of Duration seconds with the moov box first
+	// (FastStart) or last (MoovAtEnd). See OpenFile.
+	Layout Layout `json:",omitempty"`
 }
 
 // size is the length of the download file of type t.
