@@ -150,7 +150,7 @@ func (c *run) runClient(name string, args ...string) error {
 	defer cancel()
 	cmd, out := c.command(ctx, name, args...)
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(redactArgs(args), " "), err, tail(out.String(), 4000))
+		return fmt.Errorf("%s %s: %v\n%s", name, c.redact(strings.Join(args, " ")), err, c.redact(tail(out.String(), 4000)))
 	}
 	return nil
 }
@@ -173,26 +173,25 @@ func (c *run) cutWhen(t *testing.T, sig os.Signal, what string, cond func(out st
 	select {
 	case <-exited:
 		t.Fatalf("%s ended (%v) before it could be cut (waiting for %s); the cut must come mid-transfer:\n%s",
-			name, waitErr, what, tail(out.String(), 4000))
+			name, waitErr, what, c.redact(tail(out.String(), 4000)))
 	default:
 	}
 	_ = cmd.Process.Signal(sig)
 	<-exited
 	if !ok {
-		t.Fatalf("%s: gave up waiting for %s:\n%s", name, what, tail(out.String(), 4000))
+		t.Fatalf("%s: gave up waiting for %s:\n%s", name, what, c.redact(tail(out.String(), 4000)))
 	}
 }
 
-// redactArgs hides the portal token in a client's arguments.
-func redactArgs(args []string) []string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if strings.Contains(a, "Bearer ") {
-			a = a[:strings.Index(a, "Bearer ")] + "Bearer REDACTED"
-		}
-		out[i] = a
+// redact hides the credentials of c (the portal token, a link's grant) in a
+// text that a failure prints.
+func (c *run) redact(s string) string {
+	s = strings.ReplaceAll(s, c.token, "[token]")
+	if grant, ok := strings.CutPrefix(c.url, c.gw.base+"/dl/"); ok {
+		grant, _, _ = strings.Cut(grant, "/")
+		s = strings.ReplaceAll(s, grant, "[grant]")
 	}
-	return out
+	return s
 }
 
 func fileSize(path string) int64 {
@@ -394,7 +393,7 @@ func ffprobe(t *testing.T, c *run) outcome {
 	cmd.Stderr = &bytes.Buffer{}
 	err := cmd.Run()
 	if err != nil {
-		t.Errorf("ffprobe: %v: %s", err, tail(cmd.Stderr.(*bytes.Buffer).String(), 2000))
+		t.Errorf("ffprobe: %v: %s", err, c.redact(tail(cmd.Stderr.(*bytes.Buffer).String(), 2000)))
 		return outcome{received: -1}
 	}
 	d, err := strconv.ParseFloat(strings.TrimSpace(out.String()), 64)
@@ -537,6 +536,15 @@ func chromiumVideo(t *testing.T, c *run) outcome {
 	}))
 	defer page.Close()
 
+	// Chromium puts a UNIX socket in TMPDIR, and a socket path is at most 107
+	// bytes: a test's own TempDir is too deep, so TMPDIR is a short directory,
+	// removed when t ends.
+	tmp, err := os.MkdirTemp("", "cr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	env := append(childEnv(c.home), "TMPDIR="+tmp)
 	browserLog := &syncBuffer{}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromium),
@@ -552,20 +560,20 @@ func chromiumVideo(t *testing.T, c *run) outcome {
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.NoInheritEnv,
-		chromedp.Env(childEnv(c.home)...),
+		chromedp.Env(env...),
 		chromedp.CombinedOutput(browserLog),
 	)
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate(page.URL+"/")); err != nil {
-		t.Fatalf("chromium: navigate: %v\n%s", err, tail(browserLog.String(), 4000))
+		t.Fatalf("chromium: navigate: %v\n%s", err, c.redact(tail(browserLog.String(), 4000)))
 	}
 	evalCtx, cancelEval := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelEval()
 	res, err := chromedp.Run(evalCtx, chromedp.Evaluate[string](playAndSeek, chromedp.EvalAwaitPromise))
 	if err != nil {
-		t.Errorf("chromium: play and seek: %v", err)
+		t.Errorf("chromium: play and seek: %v", c.redact(err.Error()))
 	} else {
 		var r struct {
 			Duration float64     `json:"duration"`
