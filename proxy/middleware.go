@@ -15,11 +15,12 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// The middleware order, outermost first: request ID → log → recover → handler. Auth
-// and limits run inside the handlers, because which credential a route takes and
-// which bucket it spends differ per route.
+// The middleware order, outermost first: request ID → log → recover → request
+// edges (checkEdges, edges.go) → handler. Auth and limits run inside the
+// handlers, because which credential a route takes and which bucket it spends
+// differ per route.
 func (s *Server) middleware(h http.Handler) http.Handler {
-	return s.requestID(s.logRequests(s.recoverPanics(h)))
+	return s.requestID(s.logRequests(s.recoverPanics(s.checkEdges(h))))
 }
 
 type ctxKey int

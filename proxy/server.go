@@ -104,6 +104,12 @@ type Config struct {
 	// its body for this long (default 60s), so a stalled upstream does not hold
 	// the request, its concurrency slot and its reservation indefinitely.
 	UpstreamIdleTimeout time.Duration
+	// PortalOrigins are the origins (scheme://host[:port]) of the portal pages
+	// that send the portal's cookie. A cookie-authenticated request without
+	// Sec-Fetch-Site (older browsers) whose Origin, or else Referer, is neither
+	// one of these nor PublicURL's origin is refused as cross-site. Default none:
+	// only PublicURL's origin.
+	PortalOrigins []string
 	// DefaultPlan names the plan of identities without one.
 	DefaultPlan string
 	Plans       map[string]Plan
@@ -145,6 +151,8 @@ type Server struct {
 	videos   *videoCache
 	ready    readiness
 	handler  http.Handler
+	// origins are the normalized portal origins and the gateway's own.
+	origins map[string]bool
 }
 
 // New checks cfg and deps and builds the server.
@@ -180,6 +188,15 @@ func New(cfg Config, d Deps) (*Server, error) {
 	default:
 		problems = append(problems, fmt.Errorf("proxy: link mode %q: want proxy or direct", cfg.LinkMode))
 	}
+	origins := map[string]bool{}
+	for _, o := range append([]string{cfg.PublicURL}, cfg.PortalOrigins...) {
+		n, ok := normalizeOrigin(o)
+		if !ok {
+			problems = append(problems, fmt.Errorf("proxy: portal origin %q is not an absolute http(s) URL", o))
+			continue
+		}
+		origins[n] = true
+	}
 	if _, ok := cfg.Plans[cfg.DefaultPlan]; !ok {
 		problems = append(problems, fmt.Errorf("proxy: default plan %q is not among the plans", cfg.DefaultPlan))
 	}
@@ -205,7 +222,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.ClientIP == nil {
 		d.ClientIP, _ = policy.NewClientIP(nil)
 	}
-	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub}
+	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
 	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now)
 	s.videos = newVideoCache(d.API, cfg.VideoCacheTTL, d.Now)
 	s.rp = s.newReverseProxy()
