@@ -20,21 +20,42 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
-// API error codes. See the package documentation.
+// API error codes. Which of them are documented, and where, is the table in the
+// package documentation; the others are the emulator's own.
 const (
 	codeAuth           = 10000
 	codeVideoNotFound  = 10005
 	codeKeyNotFound    = 10006
 	codeVideoNotReady  = 10007
 	codeBadRequest     = 10008
+	codeNoDownloads    = 10009
 	codeRateLimited    = 971
 	codeNoRoute        = 7003
 	codeMethodNotAllow = 7001
 )
+
+// NoDownloads is how GET .../downloads answers for a known video that has no
+// download enabled. Cloudflare documents both: the REST reference's result is an
+// object keyed by type (so {} when there is none), and the Workers binding's
+// downloads.get() throws NotFound, "video or downloads not found".
+type NoDownloads int
+
+const (
+	// NoDownloadsEmpty answers 200 with an empty result object, {}.
+	NoDownloadsEmpty NoDownloads = iota
+	// NoDownloadsNotFound answers 404 with code 10009 "downloads not found".
+	NoDownloadsNotFound
+)
+
+// SetNoDownloads changes how GET .../downloads answers for a video with no
+// download enabled.
+func (e *Emulator) SetNoDownloads(n NoDownloads) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.noDownloads = n
+}
 
 // rateWindowLen is Stream's API rate-limit window.
 const rateWindowLen = 5 * time.Minute
@@ -237,31 +258,45 @@ type downloadJSON struct {
 }
 
 // downloadResult renders the download of type t. The caller holds e.mu.
-func (e *Emulator) downloadResult(r *http.Request, uid string, t stream.DownloadType, d *download, now time.Time) downloadJSON {
+func (e *Emulator) downloadResult(r *http.Request, uid string, t DownloadType, d *download, now time.Time) downloadJSON {
 	status, pct := e.downloadState(d, now)
-	return downloadJSON{Status: status, URL: e.base(r) + stream.DeliveryPath(uid, t), PercentComplete: pct}
+	return downloadJSON{Status: status, URL: e.base(r) + deliveryPath(uid, t), PercentComplete: pct}
+}
+
+// downloadsResult renders every download of video uid, keyed by type. The caller
+// holds e.mu.
+func (e *Emulator) downloadsResult(r *http.Request, uid string, now time.Time) map[string]downloadJSON {
+	res := map[string]downloadJSON{}
+	for _, t := range []DownloadType{Default, Audio} {
+		if d := e.downloads[dlKey{uid, t}]; d != nil {
+			res[string(t)] = e.downloadResult(r, uid, t, d, now)
+		}
+	}
+	return res
 }
 
 func (e *Emulator) listDownloads(w http.ResponseWriter, r *http.Request, uid string) {
 	now := e.now()
 	e.mu.Lock()
 	_, ok := e.videos[uid]
-	res := map[string]downloadJSON{}
-	for _, t := range []stream.DownloadType{stream.Default, stream.Audio} {
-		if d := e.downloads[dlKey{uid, t}]; d != nil {
-			res[string(t)] = e.downloadResult(r, uid, t, d, now)
-		}
-	}
+	res := e.downloadsResult(r, uid, now)
+	notFound := e.noDownloads == NoDownloadsNotFound
 	e.mu.Unlock()
-	if !ok {
+	switch {
+	case !ok:
 		writeAPIError(w, http.StatusNotFound, codeVideoNotFound, "video not found")
-		return
+	case len(res) == 0 && notFound:
+		writeAPIError(w, http.StatusNotFound, codeNoDownloads, "downloads not found")
+	default:
+		writeResult(w, res)
 	}
-	writeResult(w, res)
 }
 
+// enableDownload creates the download of type typ and answers with every
+// download of the video: the documentation says the responses for creating and
+// fetching downloads are the same.
 func (e *Emulator) enableDownload(w http.ResponseWriter, r *http.Request, uid, typ string) {
-	t := stream.DownloadType(typ)
+	t := DownloadType(typ)
 	now := e.now()
 	e.mu.Lock()
 	v, ok := e.videos[uid]
@@ -282,7 +317,7 @@ func (e *Emulator) enableDownload(w http.ResponseWriter, r *http.Request, uid, t
 		d = &download{created: now}
 		e.downloads[k] = d
 	}
-	res := map[string]downloadJSON{typ: e.downloadResult(r, uid, t, d, now)}
+	res := e.downloadsResult(r, uid, now)
 	e.mu.Unlock()
 	writeResult(w, res)
 }
@@ -290,7 +325,7 @@ func (e *Emulator) enableDownload(w http.ResponseWriter, r *http.Request, uid, t
 func (e *Emulator) deleteDownload(w http.ResponseWriter, _ *http.Request, uid, typ string) {
 	e.mu.Lock()
 	_, ok := e.videos[uid]
-	delete(e.downloads, dlKey{uid, stream.DownloadType(typ)})
+	delete(e.downloads, dlKey{uid, DownloadType(typ)})
 	e.mu.Unlock()
 	if !ok {
 		writeAPIError(w, http.StatusNotFound, codeVideoNotFound, "video not found")
@@ -382,7 +417,7 @@ func (e *Emulator) deleteKey(w http.ResponseWriter, _ *http.Request, id string) 
 		writeAPIError(w, http.StatusNotFound, codeKeyNotFound, "signing key not found")
 		return
 	}
-	writeResult(w, "ok")
+	writeResult(w, "Revoked")
 }
 
 // tokenKey is the account's own key, used by POST /{uid}/token without a pem.
@@ -444,10 +479,12 @@ func (e *Emulator) signToken(w http.ResponseWriter, r *http.Request, uid string)
 				writeAPIError(w, http.StatusInternalServerError, codeBadRequest, "key generation failed")
 				return
 			}
+			// The account's own key verifies tokens like any other but is not
+			// one of the account's signing keys: GET /keys does not list it and
+			// DELETE /keys/{id} does not know it.
 			e.mu.Lock()
 			if e.tokenKey == nil {
 				e.tokenKey = &tokenKey{id: newKeyID(), key: k}
-				e.keys[e.tokenKey.id] = &signingKey{pub: &k.PublicKey, created: e.now().UTC()}
 			}
 			tk = e.tokenKey
 			e.mu.Unlock()
@@ -461,12 +498,21 @@ func (e *Emulator) signToken(w http.ResponseWriter, r *http.Request, uid string)
 	if req.Nbf == 0 {
 		req.Nbf = now.Add(-time.Hour).Unix()
 	}
-	if time.Unix(req.Exp, 0).Sub(now) > stream.MaxTokenLifetime {
+	if time.Unix(req.Exp, 0).Sub(now) > maxTokenLifetime {
 		writeAPIError(w, http.StatusBadRequest, codeBadRequest, "exp must be at most 24 hours ahead")
 		return
 	}
-	if len(req.AccessRules) > stream.MaxAccessRules {
-		writeAPIError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("at most %d access rules", stream.MaxAccessRules))
+	// The rules are checked as delivery checks them, so /token never hands out
+	// a token that delivery then refuses.
+	rules := make([]accessRule, len(req.AccessRules))
+	for i, raw := range req.AccessRules {
+		if err := json.Unmarshal(raw, &rules[i]); err != nil {
+			writeAPIError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("invalid accessRules: rule %d: %v", i, err))
+			return
+		}
+	}
+	if _, err := compileRules(rules); err != nil {
+		writeAPIError(w, http.StatusBadRequest, codeBadRequest, "invalid accessRules: "+err.Error())
 		return
 	}
 	claims := jwt.MapClaims{"sub": uid, "kid": kid, "exp": req.Exp, "nbf": req.Nbf}

@@ -268,7 +268,7 @@ func TestAPIKeys(t *testing.T) {
 	if r := do(t, srv.Client(), http.MethodGet, url, nil, ""); r.status != http.StatusOK {
 		t.Fatalf("token of an API key: status %d, want 200", r.status)
 	}
-	if status, env := api(t, srv, http.MethodDelete, "/keys/"+k.ID, ""); status != 200 || string(env.Result) != `"ok"` {
+	if status, env := api(t, srv, http.MethodDelete, "/keys/"+k.ID, ""); status != 200 || string(env.Result) != `"Revoked"` {
 		t.Errorf("delete key: status %d, result %s", status, env.Result)
 	}
 	if r := do(t, srv.Client(), http.MethodGet, url, nil, ""); r.status != http.StatusUnauthorized {

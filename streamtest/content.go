@@ -7,8 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 // A file's bytes are a 64 KiB pseudo-random block, seeded from the video and type,
@@ -23,7 +21,7 @@ const (
 
 var blocks sync.Map // "uid/type" -> []byte of blockSize
 
-func block(uid string, t stream.DownloadType) []byte {
+func block(uid string, t DownloadType) []byte {
 	key := uid + "/" + string(t)
 	if b, ok := blocks.Load(key); ok {
 		return b.([]byte)
@@ -62,19 +60,19 @@ func fill(blk []byte, dst []byte, off int64) {
 
 // Content returns the n bytes the emulator serves at offset off of the download of
 // type t of video uid. The bytes at an offset do not depend on the file's size.
-func Content(uid string, t stream.DownloadType, off, n int64) []byte {
+func Content(uid string, t TypeName, off, n int64) []byte {
 	if off < 0 || n <= 0 {
 		return nil
 	}
 	b := make([]byte, n)
-	fill(block(uid, t), b, off)
+	fill(block(uid, typeOf(t)), b, off)
 	return b
 }
 
 // NewContentReader returns a reader over the size bytes of the download of type t
 // of video uid, as the emulator serves them. It allocates nothing per read.
-func NewContentReader(uid string, t stream.DownloadType, size int64) io.ReadSeeker {
-	return &contentReader{blk: block(uid, t), size: size}
+func NewContentReader(uid string, t TypeName, size int64) io.ReadSeeker {
+	return &contentReader{blk: block(uid, typeOf(t)), size: size}
 }
 
 type contentReader struct {

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
@@ -28,7 +26,7 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 		writeDeliveryError(w, http.StatusNotFound, "not found")
 		return
 	}
-	t, ok := stream.TypeFromFile(segs[2])
+	t, ok := typeFromFile(segs[2])
 	if !ok {
 		writeDeliveryError(w, http.StatusNotFound, "not found")
 		return
@@ -36,10 +34,9 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	name := ""
 	if q.Has("filename") {
-		name = q.Get("filename")
-		if !stream.ValidFilename(name) {
+		if name, ok = filenameBase(q.Get("filename"), t); !ok {
 			writeDeliveryError(w, http.StatusBadRequest,
-				"invalid filename: want 1 to 120 characters of A-Za-z0-9-_")
+				"invalid filename: want 1 to 120 characters of A-Za-z0-9-_, optionally ending in "+t.ext())
 			return
 		}
 	}
@@ -48,7 +45,7 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 	var claims *tokenClaims
 	var rules []compiled
 	uid := segs[0]
-	if !stream.ValidUID(uid) {
+	if !isUID(uid) {
 		c, rs, ref := e.verify(uid)
 		if ref != nil {
 			e.refuse(w, dlKey{}, ref)
@@ -119,8 +116,8 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 		name = uid
 	}
 	h := w.Header()
-	h.Set("Content-Type", t.ContentType())
-	h.Set("Content-Disposition", `attachment; filename="`+name+t.Ext()+`"`)
+	h.Set("Content-Type", t.contentType())
+	h.Set("Content-Disposition", `attachment; filename="`+name+t.ext()+`"`)
 	h.Set("ETag", f.ETag())
 	if strings.Contains(r.Header.Get("Range"), ",") {
 		r.Header.Del("Range") // multipart ranges are not served: answer in full
@@ -139,7 +136,7 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(bw, r, "", v.created, f.NewReader())
 }
 
-func etag(uid string, t stream.DownloadType, size int64) string {
+func etag(uid string, t DownloadType, size int64) string {
 	sum := sha256.Sum256([]byte(uid + "/" + string(t) + "/" + strconv.FormatInt(size, 10)))
 	return `"` + hex.EncodeToString(sum[:8]) + `"`
 }

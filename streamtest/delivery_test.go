@@ -147,7 +147,8 @@ func TestDeliveryRequests(t *testing.T) {
 		want   int
 	}{
 		{"filename ok", http.MethodGet, base + "?filename=Lecture-01_final", 200},
-		{"filename with a dot", http.MethodGet, base + "?filename=a.mp4", 400},
+		{"filename with a dot", http.MethodGet, base + "?filename=a.b", 400},
+		{"filename with its extension", http.MethodGet, base + "?filename=a.mp4", 200},
 		{"filename empty", http.MethodGet, base + "?filename=", 400},
 		{"filename with a space", http.MethodGet, base + "?filename=a%20b", 400},
 		{"filename too long", http.MethodGet, base + "?filename=" + strings.Repeat("a", 121), 400},

@@ -5,30 +5,57 @@
 //
 // It verifies Stream tokens with its own code (golang-jwt's parser and the public
 // key registered under the token's kid), never with the signer under test, and it
-// counts what it delivers per video and download type so that metering can be
-// checked against it. Bodies are deterministic (see Content) and cheap to produce,
+// carries its own copy of Stream's rules (UIDs, filenames, countries, token
+// lifetime, access rules), written from Cloudflare's documentation: it never
+// imports the gateway's stream package, so a mistake there is caught here, not
+// mirrored. Its methods take a TypeName, so tests may pass DownloadType or
+// stream.DownloadType. It counts what it delivers per video and download type so
+// that metering can be checked against it. Bodies are deterministic (see Content) and cheap to produce,
 // so files of hundreds of megabytes cost no memory. Faults (delays, error statuses,
 // connections cut mid-body, bandwidth limits) can be injected per video.
+//
+// # Statuses and error codes
+//
+// Every status and error code the emulator answers with, in one table. A row
+// marked documented names where; a row marked invented is the emulator's reading,
+// chosen to be safe, and is where to look first when Stream turns out to differ.
+//
+//	code   status  when                                   source
+//	10000  401     missing or wrong API bearer token       invented (the 401 is documented; the code is the one api.cloudflare.com is seen to send)
+//	10000  403     good token, another account             invented
+//	10005  404     unknown or malformed video UID          invented (the 404 is documented for a missing video: Workers binding, NotFound)
+//	10006  404     unknown signing key (DELETE /keys/{id}) invented
+//	10007  400     enabling a download, video not ready    invented (documented: "once it is ready to view", Download video or audio; the refusal itself is not)
+//	10008  400     malformed /token body, bad accessRules  invented
+//	10009  404     GET downloads, none enabled (switch)    documented: Workers binding downloads.get() NotFound, "video or downloads not found"; the code is invented
+//	971    429     API rate limit, with Retry-After        invented (the 429, Retry-After and five minutes are documented: Cloudflare API rate limits)
+//	7003   404     route that does not exist               invented
+//	7001   405     known route, wrong method               invented
+//	-      200     GET downloads, none enabled (default)   documented: REST reference, result keyed by type, a type present once created
+//	-      200     DELETE /keys/{id} answers "Revoked"     documented: REST reference, Delete signing keys
+//	-      200     DELETE downloads answers "ok"           invented (the SDK reads a string result)
+//	-      400     delivery: bad filename parameter        invented (the character rule is documented; the refusal is not)
+//	-      401     delivery: no or failed token            invented
+//	-      403     delivery: not downloadable, rule blocks invented
+//	-      404     delivery: download not enabled/ready    invented
+//	-      405     delivery: method other than GET, HEAD   invented
 //
 // # Choices where Stream's documentation is silent
 //
 // Every behaviour below is the emulator's reading of something no public source
-// settles. They are kept here, in one place, so that tests that depend on them can
-// be found when Stream turns out to behave differently.
+// settles, or settles two ways. They are kept here, in one place, so that tests
+// that depend on them can be found when Stream turns out to behave differently.
 //
 // API:
-//   - A missing or wrong bearer token is 401 with error code 10000 "Authentication
-//     error". A good token on another account is 403 with the same code.
-//   - An unknown or malformed video UID is 404 with code 10005 "video not found". An
-//     unknown signing key is 404 with code 10006 "signing key not found". A route that
-//     does not exist is 404 with code 7003; a known route with the wrong method is 405
-//     with code 7001.
-//   - Enabling a download (default or audio) on a video with readyToStream false is
-//     400 with code 10007 "video not ready to stream: downloads can be enabled only
-//     once the video is ready".
+//   - Authentication comes before routing; a good token on another account is 403.
+//   - GET .../downloads of a known video with nothing enabled answers {} by
+//     default, or 404 code 10009 with Options.NoDownloads (SetNoDownloads) set to
+//     NoDownloadsNotFound: Cloudflare documents both, and the gateway must
+//     handle either.
 //   - POST .../downloads, .../downloads/default and .../downloads/audio answer with
-//     the object keyed by type holding only the type just enabled. Enabling a download
-//     that exists already returns it unchanged (its progress is not restarted).
+//     every download of the video, keyed by type, as GET does ("the response for
+//     creating and fetching downloads are the same"). Enabling a download that
+//     exists already returns it unchanged (its progress is not restarted).
 //     DELETE of a download that does not exist still answers "ok".
 //   - A download's url uses Options.DeliveryBase (or SetDeliveryBase); when that is
 //     empty, the scheme and Host of the API request, which is right when Handler
@@ -37,26 +64,46 @@
 //     "ready" (100) ReadyAfter after they were enabled, judged with Options.Now.
 //   - POST /keys returns a private JWK (with d, p, q, dp, dq, qi) next to the PKCS#1
 //     PEM, both base64 encoded, as the key is meant for signing. Key IDs are 32
-//     lowercase hex characters. DELETE /keys/{id} answers "ok".
+//     lowercase hex characters.
+//   - POST /{uid}/token without id and pem signs with the account's own key,
+//     made on first use. It verifies tokens like any key but is not one of the
+//     account's signing keys: GET /keys does not list it, DELETE /keys/{id} does
+//     not know it. accessRules are checked exactly as delivery checks them (see
+//     below), so /token never hands out a token that delivery refuses; exp more
+//     than 24 h ahead is refused too. exp and nbf are JSON integers, as the REST
+//     reference gives them.
 //   - GET /stream/{uid} reports status.state "ready" (pctComplete "100.000000") for a
-//     video that is ready to stream, else "inprogress" ("50.000000").
+//     video that is ready to stream, else "inprogress" ("50.000000"). A Duration of
+//     -1 is sent as -1, Stream's "not known yet".
 //   - The API rate limit is off unless Options.RateLimit is set; past it the answer is
-//     429 with Retry-After and code 971, until the 5-minute window ends.
+//     429 with Retry-After until the 5-minute window ends.
 //
 // Delivery:
 //   - Only GET and HEAD; other methods are 405. Paths other than
 //     /{UID or TOKEN}/downloads/{default.mp4|audio.m4a} are 404.
-//   - A filename query parameter that is present but fails stream.ValidFilename
-//     (including an empty one) is 400, checked before anything else.
+//   - filename: 1 to 120 characters of A-Za-z0-9-_, the documented rule. The
+//     documentation's own example is ?filename=MY_VIDEO.mp4, so a trailing
+//     extension that is the download's own (.mp4 on default.mp4, .m4a on
+//     audio.m4a) is taken off before the rule is applied, and the limit counts
+//     the name without it. Any other dot, an empty name or another character is
+//     400, checked before anything else.
 //   - 401 means "not authenticated": no token where the video requires signed URLs,
 //     or a token that fails verification (malformed, algorithm other than RS256,
 //     missing, unknown or revoked kid, a kid claim that differs from the header,
 //     bad signature, exp missing or past, nbf in the future, exp more than 24 h
-//     ahead, sub not a video UID, a malformed access rule or more than 5 of them).
-//     403 means "authenticated but not allowed": a token without downloadable: true
-//     for a private video, or access rules that block the connecting address.
-//     Refusals carry a small JSON body {"error": "..."}.
-//   - exp is required; exp and nbf are checked with Options.Leeway either side.
+//     ahead, sub missing or not a video UID, a malformed access rule or more than
+//     5 of them). 403 means "authenticated but not allowed": a token without
+//     downloadable: true for a private video, or access rules that block the
+//     connecting address. Refusals carry a small JSON body {"error": "..."}.
+//   - A token without sub is refused: the token stands where the video UID would
+//     be, so sub is the only thing naming the video. The kid claim may be left
+//     out (the header's kid is the one that counts); when present it must match.
+//   - exp is required; exp and nbf may be JSON numbers or strings holding one
+//     (Cloudflare's examples show both), and are checked with Options.Leeway
+//     either side.
+//   - An access rule's fields that do not belong to its type (a country list on
+//     an ip.src or any rule, an ip list on a country rule) and unknown fields are
+//     ignored; the fields its type needs must be there and well formed.
 //   - A valid token also works for a public video; its access rules then apply, but
 //     downloadable is not required.
 //   - Access rules are judged against the address of the TCP peer (r.RemoteAddr, an
@@ -68,7 +115,7 @@
 //   - A known video whose download was not enabled, is not ready yet or failed is
 //     404. A token whose sub names no known video is 404.
 //   - Content-Disposition is always `attachment; filename="NAME.EXT"`, NAME being the
-//     filename parameter or, without one, the video UID.
+//     filename parameter (without its extension) or, without one, the video UID.
 //   - Ranges: one range (including suffix and open-ended ranges) is 206; a request
 //     with several ranges is answered in full with 200, as Cloudflare's edge does not
 //     serve multipart ranges. If-Range takes the strong ETag or Last-Modified (the

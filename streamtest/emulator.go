@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/oschwald/geoip2-golang/v2"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 // Options configure an Emulator. The zero value is usable.
@@ -39,6 +37,10 @@ type Options struct {
 	// RateLimit is the number of API requests allowed per 5 minutes and bearer
 	// token. Default 0: no limit.
 	RateLimit int
+	// NoDownloads is how GET .../downloads answers for a known video with no
+	// download enabled: NoDownloadsEmpty (default, 200 with {}) or
+	// NoDownloadsNotFound (404). May be changed later with SetNoDownloads.
+	NoDownloads NoDownloads
 }
 
 // Video is a video the emulator knows.
@@ -64,8 +66,8 @@ type Video struct {
 }
 
 // size is the length of the download file of type t.
-func (v Video) size(t stream.DownloadType) int64 {
-	if t == stream.Audio {
+func (v Video) size(t DownloadType) int64 {
+	if t == Audio {
 		if v.AudioSize > 0 {
 			return v.AudioSize
 		}
@@ -124,13 +126,14 @@ type Fault struct {
 // Emulator is an in-memory Cloudflare Stream account. It is safe for concurrent
 // use.
 type Emulator struct {
-	accountID  string
-	apiToken   string
-	readyAfter time.Duration
-	leeway     time.Duration
-	now        func() time.Time
-	geo        *geoip2.Reader
-	rateLimit  int
+	accountID   string
+	apiToken    string
+	readyAfter  time.Duration
+	leeway      time.Duration
+	now         func() time.Time
+	geo         *geoip2.Reader
+	rateLimit   int
+	noDownloads NoDownloads
 
 	inflight atomic.Int64
 
@@ -153,7 +156,7 @@ type video struct {
 
 type dlKey struct {
 	uid string
-	typ stream.DownloadType
+	typ DownloadType
 }
 
 type download struct {
@@ -181,6 +184,7 @@ func New(opts Options) *Emulator {
 		leeway:       opts.Leeway,
 		now:          opts.Now,
 		rateLimit:    opts.RateLimit,
+		noDownloads:  opts.NoDownloads,
 		deliveryBase: strings.TrimRight(opts.DeliveryBase, "/"),
 		videos:       map[string]*video{},
 		downloads:    map[dlKey]*download{},
@@ -224,7 +228,7 @@ func (e *Emulator) APIToken() string { return e.apiToken }
 // downloads, faults and stats are kept). It panics on a UID that is not 32
 // lowercase hex characters, a mistake in the calling test.
 func (e *Emulator) AddVideo(v Video) {
-	if !stream.ValidUID(v.UID) {
+	if !isUID(v.UID) {
 		panic(fmt.Sprintf("streamtest: AddVideo: invalid uid %q", v.UID))
 	}
 	e.mu.Lock()
@@ -238,24 +242,24 @@ func (e *Emulator) AddVideo(v Video) {
 
 // SetDownloadReady creates the download of type t for video uid, already ready,
 // as if it had been enabled long ago. It panics on an unknown video.
-func (e *Emulator) SetDownloadReady(uid string, t stream.DownloadType) {
+func (e *Emulator) SetDownloadReady(uid string, t TypeName) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.videos[uid]; !ok {
 		panic(fmt.Sprintf("streamtest: SetDownloadReady: unknown video %q", uid))
 	}
-	e.downloads[dlKey{uid, t}] = &download{created: e.now(), ready: true}
+	e.downloads[dlKey{uid, typeOf(t)}] = &download{created: e.now(), ready: true}
 }
 
 // FailDownload puts the download of type t for video uid in the "error" state,
 // creating it if needed. It panics on an unknown video.
-func (e *Emulator) FailDownload(uid string, t stream.DownloadType) {
+func (e *Emulator) FailDownload(uid string, t TypeName) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.videos[uid]; !ok {
 		panic(fmt.Sprintf("streamtest: FailDownload: unknown video %q", uid))
 	}
-	e.downloads[dlKey{uid, t}] = &download{created: e.now(), failed: true}
+	e.downloads[dlKey{uid, typeOf(t)}] = &download{created: e.now(), failed: true}
 }
 
 // AddSigningKey registers a public key under id, as if created through the API.
@@ -291,10 +295,11 @@ func (e *Emulator) SetFault(uid string, f Fault) {
 }
 
 // Stats reports what was delivered of video uid's download of type t.
-func (e *Emulator) Stats(uid string, t stream.DownloadType) Stats {
+func (e *Emulator) Stats(uid string, t TypeName) Stats {
+	k := dlKey{uid, typeOf(t)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s := e.stats[dlKey{uid, t}]; s != nil {
+	if s := e.stats[k]; s != nil {
 		return *s
 	}
 	return Stats{}

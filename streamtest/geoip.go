@@ -10,8 +10,6 @@ import (
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 // CountryDB builds a MaxMind GeoIP2-Country database that maps each network of
@@ -36,7 +34,7 @@ func CountryDB(nets map[string]string) ([]byte, error) {
 	}
 	entries := make([]entry, 0, len(nets))
 	for cidr, country := range nets {
-		if !stream.ValidCountry(country) {
+		if !isCountry(country) {
 			return nil, fmt.Errorf("country %q for %s: want two uppercase letters", country, cidr)
 		}
 		p, err := parsePrefix(cidr)

@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 // tokenClaims is the payload the emulator reads from a Stream token. It is
-// deliberately separate from the signer's own types.
+// deliberately separate from the signer's own types. exp and nbf are read as JSON
+// numbers or as strings holding one (Cloudflare's examples write both); fields
+// it does not know are ignored.
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	KeyID        string       `json:"kid,omitempty"`
@@ -21,6 +21,8 @@ type tokenClaims struct {
 	AccessRules  []accessRule `json:"accessRules,omitempty"`
 }
 
+// accessRule is one entry of accessRules. Fields that do not belong to the rule's
+// type (a country list on an ip.src rule, say) and unknown fields are ignored.
 type accessRule struct {
 	Type    string   `json:"type"`
 	Action  string   `json:"action"`
@@ -64,12 +66,14 @@ func (e *Emulator) verify(token string) (*tokenClaims, []compiled, *refusal) {
 		}
 		headerKid = kid
 		e.mu.Lock()
-		k := e.keys[kid]
-		e.mu.Unlock()
-		if k == nil {
-			return nil, fmt.Errorf("unknown or revoked key %q", kid)
+		defer e.mu.Unlock()
+		if k := e.keys[kid]; k != nil {
+			return k.pub, nil
 		}
-		return k.pub, nil
+		if tk := e.tokenKey; tk != nil && tk.id == kid {
+			return &tk.key.PublicKey, nil
+		}
+		return nil, fmt.Errorf("unknown or revoked key %q", kid)
 	}
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
@@ -96,10 +100,15 @@ func (e *Emulator) verify(token string) (*tokenClaims, []compiled, *refusal) {
 	if c.KeyID != "" && c.KeyID != headerKid {
 		return nil, nil, unauthorized("kid claim does not match kid header")
 	}
-	if c.ExpiresAt.Sub(now) > stream.MaxTokenLifetime+e.leeway {
-		return nil, nil, unauthorized("token exp more than %s ahead", stream.MaxTokenLifetime)
+	if c.ExpiresAt.Sub(now) > maxTokenLifetime+e.leeway {
+		return nil, nil, unauthorized("token exp more than %s ahead", maxTokenLifetime)
 	}
-	if !stream.ValidUID(c.Subject) {
+	// The token stands in the path where the video UID would be, so sub is the
+	// only thing naming the video: a token without one names nothing.
+	if c.Subject == "" {
+		return nil, nil, unauthorized("token sub missing")
+	}
+	if !isUID(c.Subject) {
 		return nil, nil, unauthorized("token sub is not a video uid")
 	}
 	rules, err := compileRules(c.AccessRules)
@@ -111,8 +120,8 @@ func (e *Emulator) verify(token string) (*tokenClaims, []compiled, *refusal) {
 
 // compileRules checks every rule before any is evaluated.
 func compileRules(rules []accessRule) ([]compiled, error) {
-	if len(rules) > stream.MaxAccessRules {
-		return nil, fmt.Errorf("%d rules, at most %d allowed", len(rules), stream.MaxAccessRules)
+	if len(rules) > maxAccessRules {
+		return nil, fmt.Errorf("%d rules, at most %d allowed", len(rules), maxAccessRules)
 	}
 	out := make([]compiled, 0, len(rules))
 	for i, r := range rules {
@@ -126,23 +135,20 @@ func compileRules(rules []accessRule) ([]compiled, error) {
 		}
 		switch r.Type {
 		case "any":
-			if len(r.Country) > 0 || len(r.IP) > 0 {
-				return nil, fmt.Errorf("rule %d: any takes no country or ip", i)
-			}
 			c.any = true
 		case "ip.geoip.country":
-			if len(r.Country) == 0 || len(r.IP) > 0 {
-				return nil, fmt.Errorf("rule %d: country rule needs countries and no ip", i)
+			if len(r.Country) == 0 {
+				return nil, fmt.Errorf("rule %d: country rule without countries", i)
 			}
 			for _, cc := range r.Country {
-				if len(cc) != 2 || cc[0] < 'A' || cc[0] > 'Z' || cc[1] < 'A' || cc[1] > 'Z' {
+				if !isCountry(cc) {
 					return nil, fmt.Errorf("rule %d: country %q", i, cc)
 				}
 			}
 			c.countries = r.Country
 		case "ip.src":
-			if len(r.IP) == 0 || len(r.Country) > 0 {
-				return nil, fmt.Errorf("rule %d: ip.src rule needs addresses and no country", i)
+			if len(r.IP) == 0 {
+				return nil, fmt.Errorf("rule %d: ip.src rule without addresses", i)
 			}
 			for _, s := range r.IP {
 				p, err := ruleIP(s)
