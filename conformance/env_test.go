@@ -161,6 +161,7 @@ func fileReader(uid string, size int64) io.Reader {
 type gwOptions struct {
 	Metering  string // proportional | per-download
 	LedgerDSN string // PostgreSQL; "" is SQLite in the gateway's directory
+	PublicURL string // the base of link URLs; "" is the gateway's own address
 }
 
 // gateway is `streamgate serve --config FILE` running as a child process.
@@ -189,6 +190,10 @@ func (se *streamEnv) writeConfig(t *testing.T, dir, listen string, o gwOptions) 
 	ledger := fmt.Sprintf("ledger:\n  path: %q\n", filepath.Join(dir, "ledger.db"))
 	if o.LedgerDSN != "" {
 		ledger = fmt.Sprintf("ledger:\n  driver: postgres\n  dsn: {value: %q}\n", o.LedgerDSN)
+	}
+	public := o.PublicURL
+	if public == "" {
+		public = "http://" + listen
 	}
 	yaml := fmt.Sprintf(`listen: %q
 public_url: %q
@@ -229,7 +234,7 @@ metering:
 %slog:
   level: info
   format: json
-`, listen, "http://"+listen, apiToken, se.url+"/client/v4/", se.url, se.keyID, se.keyPath, portalSecret,
+`, listen, public, apiToken, se.url+"/client/v4/", se.url, se.keyID, se.keyPath, portalSecret,
 		portalCookie, grantSecret, se.geoPath, planName, planName, planMinutes, o.Metering, ledger)
 	path := filepath.Join(dir, "streamgate.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
