@@ -101,6 +101,11 @@ type Auth struct {
 	// Cookie is the name of a cookie carrying the JWT; "" means the
 	// Authorization header only. Default "".
 	Cookie string `yaml:"cookie"`
+	// PortalOrigins are the origins (scheme://host[:port]) of the portal pages
+	// that send the cookie. A cookie request from a browser that sends no
+	// Sec-Fetch-Site is refused (403) when its Origin, or else its Referer, is
+	// neither one of these nor public_url's origin. Default none.
+	PortalOrigins []string `yaml:"portal_origins"`
 }
 
 // HMACSecret is one shared secret for HS* tokens.
@@ -256,9 +261,10 @@ type Ledger struct {
 	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
-// Redis, when Addr is set, holds the rate limits every replica shares (GCRA);
-// without it each process limits on its own. A Redis outage falls back to the
-// per-process limits rather than failing requests.
+// Redis, when Addr is set, holds the rate limits (GCRA) and the max_concurrent
+// slots every replica shares; without it each process limits and caps on its own.
+// A Redis outage falls back to the per-process limits and caps rather than
+// failing requests.
 type Redis struct {
 	// Addr is host:port of the Redis server; "" keeps rate limits in memory.
 	// Default "".
@@ -269,6 +275,11 @@ type Redis struct {
 	DB int `yaml:"db"`
 	// KeyPrefix starts every key streamgate writes. Default "streamgate:".
 	KeyPrefix string `yaml:"key_prefix"`
+	// SlotLease is how long a download's slot of a plan's max_concurrent lives in
+	// Redis unless renewed; the replica running the download renews it every third
+	// of the lease, so the slots of a replica that died free up one lease later.
+	// Default 30s.
+	SlotLease time.Duration `yaml:"slot_lease"`
 }
 
 // Log is the process log.
@@ -340,7 +351,7 @@ func Default() Config {
 			DSN:        Secret{Env: "STREAMGATE_LEDGER_DSN"},
 			StaleAfter: 2 * time.Minute,
 		},
-		Redis: Redis{KeyPrefix: "streamgate:"},
+		Redis: Redis{KeyPrefix: "streamgate:", SlotLease: 30 * time.Second},
 		Log:   Log{Level: "info", Format: "json"},
 	}
 }
@@ -383,4 +394,20 @@ func (c *Config) Plan(name string) (string, Plan) {
 		return name, p
 	}
 	return c.DefaultPlan, c.Plans[c.DefaultPlan]
+}
+
+// Notes are what an operator should know about a valid configuration that its
+// keys do not say by themselves: where the concurrency cap holds, and what
+// guards the portal's cookie. `streamgate config check` prints them.
+func (c *Config) Notes() []string {
+	var notes []string
+	if c.Redis.Addr == "" {
+		notes = append(notes, "max_concurrent is per replica: without redis.addr each process counts its own downloads, so n replicas let a user run n times the cap")
+	} else {
+		notes = append(notes, "max_concurrent holds across replicas through Redis (slots leased for "+c.Redis.SlotLease.String()+"); while Redis is unreachable each replica caps on its own")
+	}
+	if c.Auth.Cookie != "" && len(c.Auth.PortalOrigins) == 0 {
+		notes = append(notes, "auth.portal_origins is empty: cookie requests from browsers without Sec-Fetch-Site are accepted only from public_url's origin, or with no Origin and no Referer")
+	}
+	return notes
 }

@@ -147,6 +147,9 @@ func (c *Config) validateRedis(p *problems, getenv func(string) string) {
 		p.addf("redis.db", "%d: must be 0 or more", r.DB)
 	}
 	p.required("redis.key_prefix", r.KeyPrefix)
+	if p.positive("redis.slot_lease", r.SlotLease) && r.SlotLease < time.Second {
+		p.addf("redis.slot_lease", "%s: must be at least 1s, as it is renewed every third of it", r.SlotLease)
+	}
 }
 
 func (c *Config) validateStream(p *problems, getenv func(string) string) {
@@ -273,6 +276,25 @@ func (c *Config) validateAuth(p *problems, getenv func(string) string) {
 		if err := (&http.Cookie{Name: a.Cookie, Value: "x"}).Valid(); err != nil {
 			p.addf("auth.cookie", "%q is not a valid cookie name", a.Cookie)
 		}
+	}
+	for i, o := range a.PortalOrigins {
+		p.origin(index("auth.portal_origins", i), o)
+	}
+}
+
+// origin checks that v is an origin: an http(s) scheme and a host, optionally a
+// port, and nothing else.
+func (p *problems) origin(key, v string) {
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		p.addf(key, "%q: %v", v, errors.Unwrap(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		p.addf(key, "%q: want an origin such as https://portal.example", v)
+	case u.Host == "":
+		p.addf(key, "%q: has no host", v)
+	case u.User != nil, u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
+		p.addf(key, "%q: an origin is scheme://host[:port] only", v)
 	}
 }
 
