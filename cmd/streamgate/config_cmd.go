@@ -20,6 +20,9 @@ func configCmd(e env) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "config ok: listen %s, link mode %s, metering %s, %d plan(s)\n",
 				cfg.Listen, cfg.Links.Mode, cfg.Metering.Mode, len(cfg.Plans))
+			for _, n := range cfg.Notes() {
+				fmt.Fprintf(e.stdout, "note: %s\n", n)
+			}
 			return nil
 		},
 	}

@@ -34,6 +34,7 @@ type gateway struct {
 	ledger  usage.Ledger
 	geoip   *policy.GeoIP
 	redis   *redis.Client
+	conc    *policy.Concurrency
 	cancel  context.CancelFunc
 	// reaped is closed when the ledger reaper has stopped.
 	reaped chan struct{}
@@ -200,6 +201,15 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 				log.Warn("rate limit falling back to this replica", zap.Error(err))
 			}))
 	}
+	// max_concurrent holds across replicas through Redis, else per process.
+	g.conc = policy.NewConcurrency()
+	if g.redis != nil {
+		g.conc = policy.NewRedisConcurrency(g.redis, cfg.Redis.KeyPrefix,
+			policy.WithSlotLease(cfg.Redis.SlotLease),
+			policy.WithSlotOnError(func(err error) {
+				log.Warn("concurrency cap falling back to this replica", zap.Error(err))
+			}))
+	}
 	plans := map[string]proxy.Plan{}
 	for name, p := range cfg.Plans {
 		// Every plan names its buckets "links" and "downloads": the plan in the
@@ -253,6 +263,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		LinkTTL:       cfg.Links.TTL,
 		BindIP:        cfg.Links.BindIP,
 		VideoCacheTTL: cfg.Stream.VideoCacheTTL,
+		PortalOrigins: cfg.Auth.PortalOrigins,
 		DefaultPlan:   cfg.DefaultPlan,
 		Plans:         plans,
 	}, proxy.Deps{
@@ -265,7 +276,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		GeoIP:       g.geoip,
 		Country:     countries,
 		IPLimit:     newLimiter(limit(cfg.Policy.IPLimit, "ip"), ""),
-		Concurrency: policy.NewConcurrency(),
+		Concurrency: g.conc,
 		Checks: map[string]proxy.Check{
 			"stream_api": api.Ping,
 			"ledger":     g.ledger.Ping,
@@ -310,7 +321,8 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:    zap.NewStdLog(g.log.Named("http")),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	// Answers net/http writes itself (431, malformed requests) carry problem bodies.
+	go func() { errc <- hs.Serve(proxy.ProblemListener(ln)) }()
 	g.log.Info("streamgate listening", zap.String("addr", ln.Addr().String()), zap.String("version", version))
 	select {
 	case err := <-errc:
@@ -401,6 +413,8 @@ func (g *gateway) Close() {
 	if g.reaped != nil {
 		<-g.reaped
 	}
+	// The slots' renewal stops before the client it uses closes.
+	g.conc.Close()
 	if g.redis != nil {
 		_ = g.redis.Close()
 	}
