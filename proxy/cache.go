@@ -92,9 +92,11 @@ type videoInfo struct {
 	Downloads stream.Downloads
 }
 
-// settled reports whether nothing about the video is still changing.
+// settled reports whether nothing about the video is still changing. A video
+// with no download enabled is not: "not enabled" is asked about again soon, so
+// a download enabled meanwhile is served promptly.
 func (v videoInfo) settled() bool {
-	if !v.Video.ReadyToStream {
+	if !v.Video.ReadyToStream || len(v.Downloads) == 0 {
 		return false
 	}
 	for _, d := range v.Downloads {
@@ -213,7 +215,14 @@ func (c *videoCache) fetch(ctx context.Context, uid string) (videoInfo, error) {
 		return videoInfo{}, err
 	}
 	d, err := c.api.Downloads(ctx, uid)
-	if err != nil {
+	switch {
+	case errors.Is(err, stream.ErrNotFound):
+		// Stream may answer a video with no download enabled with NotFound
+		// ("video or downloads not found") rather than {}. The video was just
+		// found, so this is "none enabled": the gateway answers
+		// download_not_enabled, and "no such video" is never cached for it.
+		d = stream.Downloads{}
+	case err != nil:
 		return videoInfo{}, err
 	}
 	return videoInfo{Video: v, Downloads: d}, nil

@@ -64,9 +64,15 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if req.Filename != "" && !stream.ValidFilename(req.Filename) {
-		writeError(w, r, errBadFilename())
-		return
+	if req.Filename != "" {
+		// MY_VIDEO.mp4 (Stream's own example) is taken as MY_VIDEO: the link and
+		// the Stream URL carry the name without the extension Stream appends.
+		name, ok := stream.CleanFilename(req.Filename, typ)
+		if !ok {
+			writeError(w, r, errBadFilename())
+			return
+		}
+		req.Filename = name
 	}
 	planName, plan := s.plan(id.Plan)
 	if err := s.checkCountry(r, planName); err != nil {
