@@ -250,7 +250,10 @@ func (c *Client) Video(ctx context.Context, uid string) (Video, error) {
 	return out, nil
 }
 
-// Downloads lists the video's downloads.
+// Downloads lists the video's downloads. With none enabled, Stream answers
+// either {} (an empty Downloads) or NotFound, "video or downloads not found"
+// (an error matching ErrNotFound): a caller that knows the video exists reads the
+// latter as none enabled, not as a missing video.
 func (c *Client) Downloads(ctx context.Context, uid string) (Downloads, error) {
 	op := "list downloads of " + uid
 	if err := checkUID(uid); err != nil {
