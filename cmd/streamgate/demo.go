@@ -25,11 +25,13 @@ import (
 	"github.com/streamgate/streamgate/streamtest"
 )
 
-// The demo's fixed account: videos, users and plans a reader can try by hand.
+// The demo's fixed account: videos, users and plans a reader can try by hand. The
+// videos are real MP4 and M4A files (streamtest.FastStart, streamtest.MoovAtEnd), so
+// a browser, ffplay or ffprobe can play what the gateway hands out.
 var demoVideos = []streamtest.Video{
-	{UID: "5d5bc37ffcf54c9b82e996823bffbb81", Name: "Welcome", Duration: 600, Size: 24 << 20, ReadyToStream: true},
-	{UID: "ea95132c15732412d22c1476fa83f27a", Name: "Members-only lecture", Duration: 1800, Size: 48 << 20, RequireSignedURLs: true, ReadyToStream: true},
-	{UID: "0a7a5d2bf2c54d1e9a1b3c4d5e6f7a8b", Name: "Downloads not enabled", Duration: 300, Size: 8 << 20, RequireSignedURLs: true, ReadyToStream: true},
+	{UID: "5d5bc37ffcf54c9b82e996823bffbb81", Name: "Welcome", Duration: 600, Size: 24 << 20, ReadyToStream: true, Layout: streamtest.FastStart},
+	{UID: "ea95132c15732412d22c1476fa83f27a", Name: "Members-only lecture", Duration: 1800, Size: 48 << 20, RequireSignedURLs: true, ReadyToStream: true, Layout: streamtest.MoovAtEnd},
+	{UID: "0a7a5d2bf2c54d1e9a1b3c4d5e6f7a8b", Name: "Downloads not enabled", Duration: 300, Size: 8 << 20, RequireSignedURLs: true, ReadyToStream: true, Layout: streamtest.FastStart},
 }
 
 type demoUser struct {
