@@ -82,11 +82,15 @@ func (c *Conn) Written() int64 { return c.written.Load() }
 
 // Unacked is the number of bytes written to the connection that the peer has
 // not acknowledged yet, and where that figure comes from. It is a system call
-// on Linux TCP connections; call it at checkpoints, not per write.
+// on Linux TCP connections; call it at checkpoints, not per write, from the
+// goroutine that writes: a write completing concurrently moves the written
+// count the figure is taken against.
 //
 // It keeps working after the peer reset or closed the connection, as long as
 // this side has not closed it; after [Conn.Close] it returns the figure read
-// just before closing. With [SourceWritten] the count is 0: nothing is known
+// just before closing. That matters with net/http, which closes the
+// connection as soon as a write to it fails, before the handler's deferred
+// settlement runs. With [SourceWritten] the count is 0: nothing is known
 // beyond the bytes written.
 func (c *Conn) Unacked() (int64, Source) {
 	if r := c.final.Load(); r != nil {
@@ -102,9 +106,10 @@ func (c *Conn) Unacked() (int64, Source) {
 	return 0, SourceWritten
 }
 
-// Close reads the unacknowledged count a last time, then closes the
-// connection. The kernel may still deliver some of those bytes after the
-// close; the figure kept errs on the side of not billing them.
+// Close reads the unacknowledged count a last time (one system call per
+// connection), then closes the connection. The kernel may still deliver some
+// of those bytes after the close; the figure kept errs on the side of not
+// billing them.
 func (c *Conn) Close() error {
 	if c.final.Load() == nil {
 		n, src, ok := c.sys.unacked(&c.written)

@@ -27,6 +27,13 @@
 // Reading the kernel's figure is one system call: do it at checkpoints and at
 // the end of a response, not per write.
 //
+// The figure can be read after the peer reset or closed the connection, as
+// long as this side has not closed the socket. net/http closes it as soon as
+// a write fails, while the handler is still running, so [Conn.Close] reads
+// the figure one last time and keeps it: a settlement deferred in the handler
+// gets the acknowledgements as they stood when the write failed. The kernel
+// may deliver a little more after that; it is not billed.
+//
 // # One response on HTTP/1.x
 //
 // TCP delivers in order, and on an HTTP/1.x connection the response being
