@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/streamgate/streamgate/streamtest"
 )
 
 // tool is a client binary and the Debian package that installs it.
@@ -114,7 +116,8 @@ type run struct {
 	user   string
 	token  string
 	uid    string
-	video  videoSpec
+	video  videoSpec // Size is the served file's
+	file   *streamtest.File
 	url    string // the download URL of the route
 	bearer string // "Authorization: Bearer JWT" on the auth route, "" on a link
 	dir    string // the client's working directory
@@ -205,7 +208,7 @@ func fileSize(path string) int64 {
 // fileSHA256 is the SHA-256 of the video's file as the emulator serves it.
 func (c *run) fileSHA256() string {
 	h := sha256.New()
-	_, _ = io.Copy(h, fileReader(c.uid, c.video.Size))
+	_, _ = io.Copy(h, c.file.NewReader())
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -239,7 +242,7 @@ func (c *run) verifyPrefix(t *testing.T, path string) int64 {
 		t.Fatalf("the cut client left no partial file: %v", err)
 	}
 	want := make([]byte, len(got))
-	if _, err := io.ReadFull(fileReader(c.uid, c.video.Size), want); err != nil {
+	if _, err := io.ReadFull(c.file.NewReader(), want); err != nil {
 		t.Fatalf("the partial file is longer (%d bytes) than the file", len(got))
 	}
 	if !bytes.Equal(got, want) {
@@ -420,7 +423,7 @@ func ffmpegCopy(t *testing.T, c *run) outcome {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(f, fileReader(c.uid, c.video.Size)); err != nil {
+	if _, err := io.Copy(f, c.file.NewReader()); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

@@ -55,7 +55,8 @@ func newRun(t *testing.T, mode string, se *streamEnv, gw *gateway, tab *table, s
 		home:  t.TempDir(),
 	}
 	c.token = portalToken(t, c.user)
-	c.uid = se.addVideo(sc.video)
+	c.uid, c.file = se.addVideo(t, sc.video)
+	c.video.Size = c.file.Size()
 	switch rt {
 	case routeAuth:
 		c.url = gw.downloadURL(c.uid)

@@ -28,6 +28,10 @@
 // TCP front and checks that one `aria2c -x8` download whose connections went to
 // both is billed once. It needs STREAMGATE_TEST_POSTGRES and skips without it.
 //
+// Videos are real MP4 files from the emulator (moov first, or last where the
+// issue names it), so Chromium and ffmpeg play and remux them as they would a
+// Stream download; ffmpeg's copy is checked packet by packet.
+//
 // Clients come from Debian (curl, wget, aria2, ffmpeg, chromium); a scenario
 // whose client is not installed is skipped with the package to install. .ci/run
 // installs them.

@@ -141,20 +141,25 @@ var (
 	thirtyMinutes = videoSpec{Duration: 1800, Size: 48 << 20}
 )
 
-// addVideo adds a private video of spec with its default download ready and
-// returns its UID.
-func (se *streamEnv) addVideo(spec videoSpec) string {
-	uid := randomHex(32)
-	// The emulator serves synthetic bytes until it serves real media; the
-	// layout is then chosen here from spec.MoovAtEnd.
-	se.emu.AddVideo(streamtest.Video{UID: uid, Duration: spec.Duration, Size: spec.Size, RequireSignedURLs: true, ReadyToStream: true})
-	se.emu.SetDownloadReady(uid, stream.Default)
-	return uid
-}
-
-// fileReader reads the bytes of uid's default.mp4 as the emulator serves them.
-func fileReader(uid string, size int64) io.Reader {
-	return streamtest.NewContentReader(uid, stream.Default, size)
+// addVideo adds a private video of spec with its default download ready: a
+// real MP4 (moov first, or last with spec.MoovAtEnd) of spec.Duration seconds.
+// It returns the UID and the file the emulator serves, whose size may exceed
+// spec.Size when the media needs more.
+func (se *streamEnv) addVideo(t *testing.T, spec videoSpec) (string, *streamtest.File) {
+	t.Helper()
+	layout := streamtest.FastStart
+	if spec.MoovAtEnd {
+		layout = streamtest.MoovAtEnd
+	}
+	v := streamtest.Video{UID: randomHex(32), Duration: spec.Duration, Size: spec.Size, Layout: layout,
+		RequireSignedURLs: true, ReadyToStream: true}
+	f, err := streamtest.OpenFile(v, stream.Default)
+	if err != nil {
+		t.Fatalf("streamtest.OpenFile(%+v): %v", spec, err)
+	}
+	se.emu.AddVideo(v)
+	se.emu.SetDownloadReady(v.UID, stream.Default)
+	return v.UID, f
 }
 
 // gwOptions shape a gateway's configuration.
