@@ -335,6 +335,15 @@ type problemConn struct{ net.Conn }
 // cannedHeaders follow the status line of every answer net/http writes itself.
 const cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
+// CloseWrite lets net/http half-close the connection after a 431, as it does on
+// the bare TCP connection.
+func (c *problemConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *problemConn) Write(b []byte) (int, error) {
 	if out, ok := problemFromCanned(b); ok {
 		if _, err := c.Conn.Write(out); err != nil {
