@@ -59,7 +59,8 @@ func fill(blk []byte, dst []byte, off int64) {
 }
 
 // Content returns the n bytes the emulator serves at offset off of the download of
-// type t of video uid. The bytes at an offset do not depend on the file's size.
+// type t of video uid when its Layout is Synthetic. The bytes at an offset do not
+// depend on the file's size. OpenFile serves every layout.
 func Content(uid string, t TypeName, off, n int64) []byte {
 	if off < 0 || n <= 0 {
 		return nil
@@ -70,7 +71,8 @@ func Content(uid string, t TypeName, off, n int64) []byte {
 }
 
 // NewContentReader returns a reader over the size bytes of the download of type t
-// of video uid, as the emulator serves them. It allocates nothing per read.
+// of video uid, as the emulator serves them when its Layout is Synthetic. It
+// allocates nothing per read.
 func NewContentReader(uid string, t TypeName, size int64) io.ReadSeeker {
 	return &contentReader{blk: block(uid, typeOf(t)), size: size}
 }

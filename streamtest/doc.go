@@ -10,9 +10,35 @@
 // imports the gateway's stream package, so a mistake there is caught here, not
 // mirrored. Its methods take a TypeName, so tests may pass DownloadType or
 // stream.DownloadType. It counts what it delivers per video and download type so
-// that metering can be checked against it. Bodies are deterministic (see Content) and cheap to produce,
-// so files of hundreds of megabytes cost no memory. Faults (delays, error statuses,
-// connections cut mid-body, bandwidth limits) can be injected per video.
+// that metering can be checked against it. Bodies are deterministic and cheap to
+// produce, so files of hundreds of megabytes cost no memory. Faults (delays, error
+// statuses, connections cut mid-body, bandwidth limits) can be injected per video.
+//
+// # Media
+//
+// Video.Layout chooses what a video's files hold. Synthetic, the default, is
+// pseudo-random bytes of exactly Size (see Content): no media, for tests of bytes
+// and for benchmarks at any size. FastStart and MoovAtEnd are real files that
+// ffprobe, ffmpeg and browsers read as they read Stream's: default.mp4 is H.264
+// Constrained Baseline (320x180, 25 fps) with mono AAC-LC audio, audio.m4a the AAC
+// track alone, each lasting Duration seconds (rounded up to a 40 ms video frame; an
+// unknown duration gives one 3.2 s clip; at most 24 hours). FastStart puts the moov
+// box before the media data (ftyp, moov, free, mdat), MoovAtEnd after it (ftyp,
+// free, mdat, moov), so that clients read the end of the file before playing it.
+//
+// A real file repeats the samples of a 3.2 s clip embedded in the package
+// (testdata/clip.mp4, made once with ffmpeg; nothing calls ffmpeg at run time): its
+// sample tables, durations and chunk offsets are written for the whole length
+// (co64 and a 64-bit mdat size past 4 GiB). Its media runs at about 120 kbit/s
+// (audio.m4a about 17 kbit/s); to reach Size (or the audio size) the mdat holds
+// unreferenced bytes after each 3.2 s period, and a small free box takes the
+// remainder, so the file has exactly the size asked for whenever that is larger
+// than the media itself (else the media's size), and its bytes stay spread over its
+// duration as a real file's are: a player that stops halfway or seeks to the middle
+// reads about half the file, or its middle. Only the moov is kept in memory, per
+// type, layout, size and duration; the media bytes are read from the clip by offset.
+// OpenFile returns a file as the emulator serves it, with its size and ETag; the
+// ETag differs between layouts, sizes and durations of one video.
 //
 // # Statuses and error codes
 //

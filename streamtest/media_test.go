@@ -634,3 +634,42 @@ func TestMediaDelivery(t *testing.T) {
 		t.Errorf("ProportionalMinutes %g, want %g", s.ProportionalMinutes, want)
 	}
 }
+
+// TestMediaFFmpegLarge has ffprobe and ffmpeg read a file past 4 GiB over HTTP:
+// its moov at the end, chunk offsets in co64, the last seconds decoded after a
+// seek. Only the moov and the media read are sent.
+func TestMediaFFmpegLarge(t *testing.T) {
+	ffprobe, ffmpeg := needTool(t, "ffprobe"), needTool(t, "ffmpeg")
+	e := New(Options{})
+	v := Video{UID: uidLong, Duration: 600, Size: 5 << 30, Layout: MoovAtEnd, ReadyToStream: true}
+	e.AddVideo(v)
+	e.SetDownloadReady(uidLong, Default)
+	srv := start(t, e)
+	url := srv.URL + "/" + uidLong + "/downloads/default.mp4"
+
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), ffprobe, "-v", "error", "-show_entries", "format=duration,size", "-of", "json", url)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("ffprobe: %v: %s", err, stderr.Bytes())
+	}
+	var p struct {
+		Format struct{ Duration, Size string }
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := strconv.ParseFloat(p.Format.Duration, 64); math.Abs(d-600) > 1 || p.Format.Size != strconv.Itoa(5<<30) {
+		t.Errorf("ffprobe: duration %s, size %s", p.Format.Duration, p.Format.Size)
+	}
+
+	stderr.Reset()
+	cmd = exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-ss", "594", "-i", url, "-f", "null", "-")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("ffmpeg: %v: %s", err, stderr.Bytes())
+	}
+	if got := e.Stats(uidLong, Default).Bytes; got > 1<<30 {
+		t.Errorf("probing and decoding the end sent %d bytes: the seek read the whole file", got)
+	}
+}
