@@ -193,6 +193,10 @@ func isZeroSuffixRange(h http.Header) bool {
 	if !ok || first != "" {
 		return false
 	}
+	// suffix-length is 1*DIGIT: no sign.
+	if last == "" || strings.Trim(last, "0123456789") != "" {
+		return false
+	}
 	n, err := strconv.ParseInt(last, 10, 64)
 	return err == nil && n == 0
 }
