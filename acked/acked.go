@@ -2,6 +2,7 @@ package acked
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -31,7 +32,8 @@ type Listener struct {
 var _ net.Listener = (*Listener)(nil)
 
 // Listen wraps inner so that its connections count the bytes written to
-// them. Put TLS on top of it, not below it.
+// them. Put TLS on top of it, not below it. On Linux, Accept reads TCP_INFO
+// once per TCP connection, for the starting value of its acknowledged count.
 func Listen(inner net.Listener) *Listener {
 	return &Listener{Listener: inner}
 }
@@ -125,13 +127,13 @@ func (c *Conn) Close() error {
 func (c *Conn) Read(p []byte) (int, error) { return c.inner.Read(p) }
 
 // CloseWrite shuts down the writing side when the wrapped connection can
-// (net/http uses it to end a response before closing); otherwise it closes
-// the connection.
+// (net/http uses it to end a response before closing), and returns
+// [errors.ErrUnsupported] otherwise.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.inner.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Close()
+	return errors.ErrUnsupported
 }
 
 // NetConn returns the wrapped connection. Bytes written to it directly are
@@ -161,8 +163,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.inner.SetWriteDead
 // written is the last thing written on the connection, so whatever is not
 // acknowledged is the tail of this body (and, once the body's own bytes are
 // all counted, of the headers or earlier responses before it, hence the
-// floor at 0). Two things make it err low, never high: chunked framing and
-// TLS record overhead in the unacknowledged tail count against the body.
+// floor at 0). Some things make it err low, never high: chunked framing and
+// TLS record overhead in the unacknowledged tail count against the body, and
+// a client that resets right after reading may never send the acknowledgement
+// its kernel was delaying (a reset's acknowledgement field is not processed).
 //
 // bodyWritten must be the bytes that reached the connection. net/http's
 // ResponseWriter holds up to a few KiB before passing them on: flush it

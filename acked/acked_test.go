@@ -3,6 +3,7 @@ package acked
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -283,4 +284,48 @@ func BenchmarkWriteParallel(b *testing.B) {
 			c.Write(p)
 		}
 	})
+}
+
+func TestCloseWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listen(ln)
+	defer l.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := s.(*Conn)
+	if _, err := c.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The peer sees the end of the stream and can still answer.
+	if got, err := io.ReadAll(client); string(got) != "bye" || err != nil {
+		t.Fatalf("peer read %q (%v), want %q", got, err, "bye")
+	}
+	if _, err := client.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	if got, err := io.ReadAll(c); string(got) != "ok" || err != nil {
+		t.Errorf("read %q (%v) after CloseWrite, want %q", got, err, "ok")
+	}
+
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if err := newConn(pipeConn{a}).CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("CloseWrite on a pipe = %v, want %v", err, errors.ErrUnsupported)
+	}
 }
