@@ -540,6 +540,15 @@ func TestMediaReadAtAndETag(t *testing.T) {
 		t.Errorf("ReadAt past the end = %d, %v; want 10, EOF", n, err)
 	}
 
+	// The gap after the first period's chunks is the synthetic content at its offset.
+	gapAt := int64(len(f.plan.head))
+	for _, tp := range f.plan.tracks {
+		gapAt += tp.fullBytes
+	}
+	if f.plan.gap < 100 || !bytes.Equal(whole[gapAt:gapAt+100], Content(uidShort, Default, gapAt, 100)) {
+		t.Errorf("gap of %d bytes at %d is not the synthetic content", f.plan.gap, gapAt)
+	}
+
 	other := v
 	other.UID = uidLong
 	g, _ := OpenFile(other, Default)
@@ -671,5 +680,20 @@ func TestMediaFFmpegLarge(t *testing.T) {
 	}
 	if got := e.Stats(uidLong, Default).Bytes; got > 1<<30 {
 		t.Errorf("probing and decoding the end sent %d bytes: the seek read the whole file", got)
+	}
+}
+
+func BenchmarkFileReader(b *testing.B) {
+	f, err := OpenFile(Video{UID: uidLong, Duration: 1800, Size: 48 << 20, Layout: MoovAtEnd}, Default)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(f.Size())
+	buf := make([]byte, 32<<10)
+	for b.Loop() {
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f.NewReader()}, buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
