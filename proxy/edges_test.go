@@ -195,3 +195,34 @@ func TestProblemFromCanned(t *testing.T) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// FuzzProblemFromCanned: whatever bytes net/http writes, a rewritten answer is a
+// well-formed problem response, and nothing but a canned error is rewritten.
+func FuzzProblemFromCanned(f *testing.F) {
+	const hdrs = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	for _, s := range []string{
+		"HTTP/1.1 431 Request Header Fields Too Large" + hdrs + "431 Request Header Fields Too Large",
+		"HTTP/1.1 400 Bad Request: invalid method" + hdrs + "x",
+		"HTTP/1.1 200 OK\r\nDate: x\r\n\r\n",
+		"HTTP/1.1 999 X" + hdrs,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, ok := problemFromCanned([]byte(s))
+		if !ok {
+			return
+		}
+		if !strings.HasPrefix(s, "HTTP/1.1 4") && !strings.HasPrefix(s, "HTTP/1.1 5") {
+			t.Fatalf("rewrote a non-error %q", s)
+		}
+		resp, err := http.ReadResponse(bufioReader(string(out)), nil)
+		if err != nil {
+			t.Fatalf("rewritten %q does not parse: %v", s, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(body), `"status":`) {
+			t.Fatalf("rewritten %q: %v %q %s", s, err, resp.Header.Get("Content-Type"), body)
+		}
+	})
+}
