@@ -2,16 +2,15 @@ package usage
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/stream"
 )
 
@@ -19,10 +18,12 @@ import (
 type MeterConfig struct {
 	// Mode is how deliveries are billed. Default Proportional.
 	Mode Mode
-	// ResumeWindow is how long after a download was last active a ranged request
-	// on the authenticated route may continue it. Requests under a grant session
-	// continue that session's download for as long as the grant is valid. Default 1h.
+	// ResumeWindow is how long after its last request a download stays open for
+	// the next one (resumes, segments, seeks). Default 1h.
 	ResumeWindow time.Duration
+	// CopiesPerCharge is, per-download, how many copies of the file one charge
+	// covers, repeats included. Default 2.
+	CopiesPerCharge int64
 	// CheckpointEvery is the longest a delivery's progress goes unrecorded while
 	// bytes flow. Default 2s.
 	CheckpointEvery time.Duration
@@ -34,53 +35,51 @@ type MeterConfig struct {
 	LedgerTimeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Logger receives one "billable download" line per settled delivery. Default
-	// zap.NewNop().
+	// Logger receives one "billable download" line per settled delivery that
+	// sent body bytes. Default zap.NewNop().
 	Logger *zap.Logger
 }
 
-// Meter meters deliveries against a [Ledger]: it reserves before the first byte,
-// trues up when headers arrive, checkpoints while bytes flow and settles when the
-// body ends. It remembers file sizes per video and type learned from responses, so
-// that later ranged requests reserve only their share.
+// Meter meters deliveries against a [Ledger]: it opens them before the first
+// byte, tells the ledger of Stream's answer, checkpoints what the client
+// acknowledged while bytes flow and settles when the body ends. What they cost
+// is the ledger's to decide, by the meter's [billing.Rule].
 type Meter struct {
 	ledger Ledger
 	cfg    MeterConfig
-	sizes  sync.Map // sizeKey → int64 file size in bytes
-	// open holds the deliveries this meter reserved and has not tried to settle
+	rule   billing.Rule
+	// files remembers each file's size and ETag as responses told them, so
+	// that a request starting a download claims exactly what it asks for.
+	files sync.Map // fileKey → fileID
+	// open holds the deliveries this meter opened and has not tried to settle
 	// yet, by ID: the ones its heartbeat keeps alive in a shared ledger.
 	open sync.Map // string → *Delivery
-	// keyLocks serialise, per download key (striped), deciding which download a
-	// request continues and reserving for it, so two requests of one download
-	// that arrive together see each other.
-	keyLocks [64]sync.Mutex
 	// unsettled holds the deliveries whose settlement failed (the ledger was
 	// unreachable or too slow), by ID, for RunReaper to try again: until then
-	// their reservations keep counting against their users.
+	// their claims keep counting against their users.
 	unsettled sync.Map // string → settleAttempt
 }
 
 // settleAttempt is a settlement to try again.
 type settleAttempt struct {
-	d              *Delivery
-	status, reason string
-	abort          bool
+	d       *Delivery
+	outcome Outcome
+	reason  string
 }
 
-type sizeKey struct {
+type fileKey struct {
 	video string
 	typ   stream.DownloadType
+}
+
+type fileID struct {
+	size int64
+	etag string
 }
 
 // NewMeter returns a Meter writing to l, with cfg's zero fields set to their
 // defaults.
 func NewMeter(l Ledger, cfg MeterConfig) *Meter {
-	if cfg.Mode == "" {
-		cfg.Mode = Proportional
-	}
-	if cfg.ResumeWindow <= 0 {
-		cfg.ResumeWindow = time.Hour
-	}
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = 2 * time.Second
 	}
@@ -96,11 +95,16 @@ func NewMeter(l Ledger, cfg MeterConfig) *Meter {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Meter{ledger: l, cfg: cfg}
+	rule := billing.Rule{Mode: cfg.Mode, CopiesPerCharge: cfg.CopiesPerCharge, Window: cfg.ResumeWindow}.WithDefaults()
+	cfg.Mode, cfg.ResumeWindow, cfg.CopiesPerCharge = rule.Mode, rule.Window, rule.CopiesPerCharge
+	return &Meter{ledger: l, cfg: cfg, rule: rule}
 }
 
 // Mode is the meter's billing mode.
-func (m *Meter) Mode() Mode { return m.cfg.Mode }
+func (m *Meter) Mode() Mode { return m.rule.Mode }
+
+// Rule is the meter's billing rule.
+func (m *Meter) Rule() billing.Rule { return m.rule }
 
 // StartRequest describes a download request about to be forwarded.
 type StartRequest struct {
@@ -111,38 +115,21 @@ type StartRequest struct {
 	Video        string
 	Type         stream.DownloadType
 	// Duration is the video's billable duration in seconds, from the Stream API.
-	// Unknown durations (-1) must be refused by the caller; Start refuses them too.
+	// An unknown duration must be refused by the caller; Start refuses a
+	// negative one too.
 	Duration float64
-	// RangeStart is the first byte asked for; -1 without a Range header. A suffix
-	// range (bytes=-N) is passed as -1: it is treated as a whole-file request.
-	RangeStart int64
-	// RangeEnd is the last byte asked for, inclusive; -1 when open-ended or none.
-	RangeEnd int64
-	// Session is the link grant's session ID; "" on the authenticated route. A
-	// ranged request under the same session continues that session's download.
-	Session   string
+	// Range is the bytes asked for; billing.Whole without a Range header.
+	Range     billing.Range
 	Country   string
 	ClientIP  string
 	RequestID string
 }
 
-// Start decides which download the request belongs to and reserves what it could
-// cost, before any byte is forwarded. A request without Range, with a range at byte
-// 0, or whose range continues no known download starts a new download; a range not
-// at 0 continues the latest download of the same user, video, type and session (on
-// the authenticated route: if active within ResumeWindow) when the range fits in
-// what that download has left to send: from where it started to the end of the
-// file, less what its deliveries sent, give or take bytes lost in interruptions
-// (see resumeSlack). A range that does not fit starts, and bills, a new
-// download, so no range trick fetches a file twice for one charge.
-//
-// It reserves, proportional: the range's share of the duration when the file size
-// is known from an earlier response, else the full duration; per-download: the full
-// duration when the request starts a download or continues one not billed yet
-// (whose first delivery sent nothing), nothing when it continues a billed one. A
-// zero reservation is never refused, so a continuation of a paid download is
-// served even when the quota is spent.
-// A refusal is a *QuotaError.
+// Start opens a delivery before any byte is forwarded: the request joins its
+// user's download of the file or starts one, and the download's reservation
+// grows by what the request could add to its cost. A request that asks only
+// for bytes its download holds (proportional) or has paid for (per-download)
+// reserves nothing and is never refused. A refusal is a *QuotaError.
 func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) {
 	switch {
 	case req.User == "" || req.Video == "":
@@ -154,84 +141,27 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		return nil, fmt.Errorf("start delivery: %w", err)
 	}
 	now := m.cfg.Now()
-	key := DownloadKey{User: req.User, Video: req.Video, Type: req.Type, Session: req.Session}
-	mu := m.keyLock(key)
-	mu.Lock()
-	defer mu.Unlock()
-
-	starts, downloadID, billed := true, "", false
-	if req.RangeStart > 0 {
-		since := now.Add(-m.cfg.ResumeWindow)
-		if req.Session != "" {
-			since = time.Time{}
-		}
-		dl, ok, err := m.ledger.FindDownload(ctx, key, since)
-		if err != nil {
-			return nil, fmt.Errorf("start delivery: %w", err)
-		}
-		// The size as this process learned it, else as the ledger kept it (another
-		// replica, or before a restart).
-		size := m.size(req.Video, req.Type)
-		if size <= 0 {
-			size = dl.Size
-		}
-		if ok && (size <= 0 || rangeLen(req.RangeStart, req.RangeEnd, size) <= dl.allowance(size)-m.openClaims(dl.ID, size)) {
-			starts, downloadID, billed = false, dl.ID, dl.Billed
-		}
-	}
-	if starts {
-		downloadID = newID()
-	}
-
-	full := req.Duration / 60
-	var reserve, once float64
-	switch m.cfg.Mode {
-	case PerDownload:
-		once = full
-		if starts || !billed {
-			reserve = full
-		}
-	default:
-		reserve = full
-		if size := m.size(req.Video, req.Type); size > 0 {
-			reserve = share(full, rangeLen(req.RangeStart, req.RangeEnd, size), size)
-		}
-	}
-
-	d := &Delivery{
-		m:          m,
-		req:        req,
-		id:         newID(),
-		downloadID: downloadID,
-		starts:     starts,
-		billed:     billed,
-		period:     Period(now),
-		reserved:   reserve,
-	}
-	d.total.Store(m.size(req.Video, req.Type))
-	d.cpAt.Store(now.UnixNano())
-	d.beatAt.Store(now.UnixNano())
-	err := m.ledger.Reserve(ctx, OpenDelivery{
-		ID:          d.id,
-		DownloadID:  downloadID,
-		NewDownload: starts,
-		User:        req.User,
-		Plan:        req.Plan,
-		Video:       req.Video,
-		Type:        req.Type,
-		Session:     req.Session,
-		Mode:        m.cfg.Mode,
-		Period:      d.period,
-		Duration:    req.Duration,
-		Reserve:     reserve,
-		Once:        once,
-		RangeStart:  req.RangeStart,
-		RangeEnd:    req.RangeEnd,
-		Country:     req.Country,
-		ClientIP:    req.ClientIP,
-		RequestID:   req.RequestID,
-		At:          now,
-	}, req.LimitMinutes)
+	f, _ := m.files.Load(fileKey{req.Video, req.Type})
+	known, _ := f.(fileID)
+	d := &Delivery{m: m, req: req, id: newID()}
+	op, err := m.ledger.Open(ctx, m.rule, OpenRequest{
+		ID:            d.id,
+		NewDownloadID: newID(),
+		User:          req.User,
+		Plan:          req.Plan,
+		Video:         req.Video,
+		Type:          req.Type,
+		Limit:         req.LimitMinutes,
+		Period:        Period(now),
+		Duration:      req.Duration,
+		Range:         req.Range,
+		Size:          known.size,
+		ETag:          known.etag,
+		Country:       req.Country,
+		ClientIP:      req.ClientIP,
+		RequestID:     req.RequestID,
+		At:            now,
+	})
 	if err != nil {
 		var qe *QuotaError
 		if errors.As(err, &qe) {
@@ -239,42 +169,31 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		}
 		return nil, fmt.Errorf("start delivery: %w", err)
 	}
+	d.opened = op
+	d.cpAt.Store(now.UnixNano())
+	d.beatAt.Store(now.UnixNano())
 	m.open.Store(d.id, d)
-	if !starts {
-		if err := m.ledger.TouchDownload(ctx, downloadID, now); err != nil {
-			m.cfg.Logger.Warn("touch download", zap.String("download_id", downloadID), zap.Error(err))
-		}
-	}
 	return d, nil
 }
 
 // Charge bills a link whose bytes the gateway never sees (direct link mode): the
-// user fetches the file from Stream, so the video's full duration is reserved and
-// settled at once, with status "direct_link", when the link is handed out. A
-// refusal is a *QuotaError and writes nothing.
+// user fetches the file from Stream, so the video's full duration is billed at
+// once, with outcome DirectLink, when the link is handed out. A refusal is a
+// *QuotaError and writes nothing.
 func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
-	req.RangeStart, req.RangeEnd = -1, -1
-	d, err := m.Start(ctx, req)
+	now := m.cfg.Now()
+	st, err := m.ledger.Charge(ctx, OpenRequest{
+		ID: newID(), NewDownloadID: newID(), User: req.User, Plan: req.Plan, Video: req.Video, Type: req.Type,
+		Limit: req.LimitMinutes, Period: Period(now), Duration: req.Duration, Range: billing.Whole,
+		Country: req.Country, ClientIP: req.ClientIP, RequestID: req.RequestID, At: now,
+	}, DirectLink)
 	if err != nil {
-		return Settled{}, err
-	}
-	defer m.open.Delete(d.id)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := Settlement{Status: "direct_link", At: m.cfg.Now()}
-	if m.cfg.Mode == PerDownload {
-		s.Once = true
-	} else {
-		s.Minutes = req.Duration / 60
-	}
-	st, err := m.ledger.Settle(ctx, d.id, s)
-	if err != nil {
-		// The link is not handed out, so nothing is to be billed: RunReaper
-		// releases the reservation once the ledger answers again.
-		m.unsettled.Store(d.id, settleAttempt{d: d, status: "aborted", reason: "link not handed out", abort: true})
+		var qe *QuotaError
+		if errors.As(err, &qe) {
+			return Settled{}, err
+		}
 		return Settled{}, fmt.Errorf("charge link: %w", err)
 	}
-	d.done, d.settled, d.reserved = true, st, 0
 	m.logSettled(st)
 	return st, nil
 }
@@ -289,13 +208,14 @@ func (m *Meter) Usage(ctx context.Context, user, plan string, limit float64) (Us
 	return u.withLimit(plan, limit), nil
 }
 
-// Recover settles the deliveries a previous process left open, from their last
-// checkpoints, and logs a "billable download" line for each with status
-// "recovered". Call it once at start-up, before serving. On a [Shared] ledger it
-// settles only the deliveries no replica has written for the stale threshold;
-// [Meter.RunReaper] settles the rest when they go stale.
+// Recover settles the deliveries a previous process left open, as of their
+// last checkpoints (everything up to there is billed already), releases their
+// claims, and logs a "billable download" line for each with status
+// "recovered". Call it once at start-up, before serving. On a [Shared] ledger
+// it settles only the deliveries no replica has written for the stale
+// threshold; [Meter.RunReaper] settles the rest when they go stale.
 func (m *Meter) Recover(ctx context.Context) ([]Settled, error) {
-	out, err := m.ledger.Recover(ctx, m.cfg.Now())
+	out, err := m.ledger.Recover(ctx, m.rule, m.cfg.Now())
 	for _, s := range out {
 		m.logSettled(s)
 	}
@@ -382,7 +302,7 @@ func (m *Meter) retrySettles(ctx context.Context) {
 			return false
 		}
 		a := v.(settleAttempt)
-		if _, err := a.d.settle(a.status, a.reason, a.abort); err != nil {
+		if _, err := a.d.settle(a.outcome, a.reason); err != nil {
 			return false
 		}
 		m.unsettled.Delete(id)
@@ -408,165 +328,131 @@ func (m *Meter) reap(ctx context.Context, every time.Duration) {
 	}
 }
 
-func (m *Meter) size(video string, t stream.DownloadType) int64 {
-	if v, ok := m.sizes.Load(sizeKey{video, t}); ok {
-		return v.(int64)
-	}
-	return 0
-}
-
 func (m *Meter) logSettled(s Settled) {
 	m.cfg.Logger.Info("billable download",
 		zap.String("user", s.User),
 		zap.String("video", s.Video),
 		zap.String("type", string(s.Type)),
 		zap.Float64("minutes", s.Minutes),
-		zap.Int64("bytes", s.Bytes),
+		zap.Float64("stream_minutes", s.StreamMinutes),
+		zap.Int64("bytes", s.Acked),
+		zap.Int64("bytes_written", s.Written),
+		zap.Int64("stream_bytes", s.StreamBytes),
+		zap.String("delivered_by", s.AckedSource),
+		zap.String("range", s.Range),
 		zap.String("status", s.Status),
 		zap.String("country", s.Country),
 		zap.String("download_id", s.DownloadID),
 		zap.String("delivery_id", s.DeliveryID),
+		zap.Bool("started_download", s.StartedDownload),
 		zap.String("mode", string(s.Mode)),
 		zap.String("period", s.Period),
 		zap.String("request_id", s.RequestID),
 	)
 }
 
-// Delivery is one response body being metered. Headers, Add and Finish are called
-// by the goroutine serving the response; Finish and Abort are idempotent and safe
-// to call from a defer.
+// Delivery is one response body being metered. Respond, Wrote and Finish are
+// called by the goroutine serving the response; Finish and Abort are
+// idempotent and safe to call from a defer.
 type Delivery struct {
-	m          *Meter
-	req        StartRequest
-	id         string
-	downloadID string
-	starts     bool
-	billed     bool // it continues a download that was billed already
-	period     string
+	m      *Meter
+	req    StartRequest
+	id     string
+	opened Opened
 
-	bytes  atomic.Int64 // body bytes written to the client
-	total  atomic.Int64 // file size; 0 unknown
-	noBill atomic.Bool  // a non-2xx response: nothing is billed
-	// fullCharge: per-download, a continuation that Stream answered with the
-	// whole file (200, an If-Range that no longer matched) is a download of its
-	// own and bills the full duration itself.
-	fullCharge atomic.Bool
+	counter atomic.Pointer[func() Progress]
+	written atomic.Int64 // body bytes written, when no counter is set
+	noBody  atomic.Bool  // an answer without the file's bytes: nothing to bill
 
-	cpBytes atomic.Int64 // bytes at the last checkpoint
-	cpAt    atomic.Int64 // time of the last checkpoint, Unix nanoseconds
-	cpBusy  atomic.Bool
-	beatAt  atomic.Int64 // last time the ledger row was written, Unix nanoseconds
+	cpAt   atomic.Int64 // time of the last checkpoint, Unix nanoseconds
+	cpAt0  atomic.Int64 // written bytes at the last checkpoint
+	cpBusy atomic.Bool
+	beatAt atomic.Int64 // last time the ledger row was written, Unix nanoseconds
 
-	mu       sync.Mutex
-	reserved float64 // minutes, guarded by mu
-	done     bool
-	settled  Settled
+	mu      sync.Mutex
+	done    bool
+	settled Settled
 }
 
 // ID is the delivery's ledger ID.
 func (d *Delivery) ID() string { return d.id }
 
-// DownloadID is the download the delivery belongs to.
-func (d *Delivery) DownloadID() string { return d.downloadID }
+// DownloadID is the download the delivery belongs to when it opened.
+func (d *Delivery) DownloadID() string { return d.opened.DownloadID }
 
 // StartsDownload reports whether this delivery started its download.
-func (d *Delivery) StartsDownload() bool { return d.starts }
+func (d *Delivery) StartsDownload() bool { return d.opened.Started }
 
-// Reserved is the minutes the delivery holds against the quota.
-func (d *Delivery) Reserved() float64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reserved
+// Reserved is the minutes the delivery added to its download's reservation
+// when it opened.
+func (d *Delivery) Reserved() float64 { return d.opened.Reserved }
+
+// Count sets how the delivery learns its progress: the body bytes the client
+// acknowledged, written and read from Stream. Without it, bytes passed to
+// Wrote count as delivered.
+func (d *Delivery) Count(progress func() Progress) { d.counter.Store(&progress) }
+
+// progress is the delivery's progress now.
+func (d *Delivery) progress() Progress {
+	if f := d.counter.Load(); f != nil {
+		p := (*f)()
+		p.At = d.m.cfg.Now()
+		return p
+	}
+	w := d.written.Load()
+	return Progress{Acked: w, Written: w, StreamBytes: w, Source: "written", At: d.m.cfg.Now()}
 }
 
-// Bytes is the body bytes counted so far.
-func (d *Delivery) Bytes() int64 { return d.bytes.Load() }
-
-// Headers records the upstream response's status, Content-Length (-1 unknown) and
-// the file's total size (from Content-Range; -1 unknown; a 200's Content-Length is
-// taken as the total). It learns the file's size and trues up the reservation:
-// proportional, to duration × contentLength / total. A non-2xx status bills nothing
-// and releases the reservation. A *QuotaError means the response costs more than
-// the quota allows; the caller should Abort.
-func (d *Delivery) Headers(status int, contentLength, totalSize int64) error {
+// Respond tells the delivery Stream's answer: its status, the file's size and
+// ETag (0, "" unknown) and the bytes of the file its body carries. Anything but
+// 200 and 206 carries none. It trues up the claim; a *QuotaError means the
+// answer carries more than the quota allows (a range Stream answered in full)
+// and the caller should Abort.
+func (d *Delivery) Respond(status int, size int64, etag string, body billing.Interval) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done {
 		return nil
 	}
-	if status < 200 || status > 299 {
-		d.noBill.Store(true)
-		return d.adjustLocked(0)
-	}
-	total := totalSize
-	if total <= 0 && status == 200 {
-		total = contentLength
-	}
-	if total > 0 {
-		d.total.Store(total)
-		d.m.sizes.Store(sizeKey{d.req.Video, d.req.Type}, total)
-	}
-	if d.m.cfg.Mode == PerDownload && !d.starts && status == 200 {
-		d.fullCharge.Store(true)
-		if err := d.adjustLocked(d.req.Duration / 60); err != nil {
-			return err
-		}
-	}
-	if d.m.cfg.Mode != Proportional || total <= 0 {
-		return nil
-	}
-	length := contentLength
-	if length < 0 {
-		if status == 200 {
-			length = total
-		} else {
-			length = rangeLen(d.req.RangeStart, d.req.RangeEnd, total)
-		}
-	}
-	return d.adjustLocked(share(d.req.Duration/60, length, total))
-}
-
-func (d *Delivery) adjustLocked(minutes float64) error {
-	if toMicro(minutes) == toMicro(d.reserved) {
-		return nil
+	if status != 200 && status != 206 {
+		d.noBody.Store(true)
+		body = billing.Interval{}
+	} else if size > 0 {
+		d.m.files.Store(fileKey{d.req.Video, d.req.Type}, fileID{size: size, etag: etag})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.m.ledger.Adjust(ctx, d.id, minutes); err != nil {
-		return err
-	}
-	d.reserved = minutes
-	return nil
+	return d.m.ledger.Respond(ctx, d.m.rule, d.id, Response{Size: size, ETag: etag, Body: body, At: d.m.cfg.Now()})
 }
 
-// Add counts n body bytes written to the client. When CheckpointBytes have been
-// written or CheckpointEvery has passed since the last checkpoint, it records the
-// progress in the ledger before returning; otherwise it only adds to a counter.
-func (d *Delivery) Add(n int64) {
+// Wrote counts n body bytes written to the client. When CheckpointBytes have
+// been written or CheckpointEvery has passed since the last checkpoint, it
+// records the progress in the ledger, which bills what the client has
+// acknowledged so far; otherwise it only adds to a counter.
+func (d *Delivery) Wrote(n int64) {
 	if n <= 0 {
 		return
 	}
-	b := d.bytes.Add(n)
-	if d.noBill.Load() {
+	w := d.written.Add(n)
+	if d.noBody.Load() {
 		return
 	}
 	now := d.m.cfg.Now().UnixNano()
-	if b-d.cpBytes.Load() < d.m.cfg.CheckpointBytes && now-d.cpAt.Load() < int64(d.m.cfg.CheckpointEvery) {
+	if w-d.cpAt0.Load() < d.m.cfg.CheckpointBytes && now-d.cpAt.Load() < int64(d.m.cfg.CheckpointEvery) {
 		return
 	}
 	if !d.cpBusy.CompareAndSwap(false, true) {
 		return // another goroutine is writing a checkpoint
 	}
 	defer d.cpBusy.Store(false)
-	b = d.bytes.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.m.ledger.Checkpoint(ctx, d.id, b, d.minutes(b), d.total.Load(), time.Unix(0, now)); err != nil {
+	if err := d.m.ledger.Progress(ctx, d.m.rule, d.id, d.progress()); err != nil {
 		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
 	} else {
 		d.beat(now)
 	}
-	d.cpBytes.Store(b)
+	d.cpAt0.Store(w)
 	d.cpAt.Store(now)
 }
 
@@ -581,66 +467,27 @@ func (d *Delivery) beat(at int64) {
 	}
 }
 
-// minutes is what b bytes bill on this delivery itself: proportionalMinutes,
-// or the full duration for a per-download continuation of a billed download
-// that Stream answered in full. The download's once-only charge is billed
-// through the ledger (once), which is what a full answer to a download not
-// billed yet pays: that keeps a crash from billing it twice, checkpoint and
-// charge.
-func (d *Delivery) minutes(b int64) float64 {
-	if d.fullCharge.Load() && d.billed && b > 0 {
-		return d.req.Duration / 60
-	}
-	return d.proportionalMinutes(b)
+// Finish settles the delivery with outcome o: what the client acknowledged is
+// delivered into its download and billed by the rule, the claim is released,
+// the ledger row closed, and one "billable download" line logged when body
+// bytes were sent. Later calls return the first result.
+func (d *Delivery) Finish(o Outcome) (Settled, error) {
+	return d.settle(o, "")
 }
 
-// once reports whether settling b bytes bills the download's once-only charge.
-func (d *Delivery) once(b int64) bool {
-	if d.m.cfg.Mode != PerDownload || b <= 0 {
-		return false
-	}
-	return !d.fullCharge.Load() || !d.billed
-}
-
-// proportionalMinutes is what b bytes bill in proportional mode: duration × b /
-// size, the full duration when the size is unknown, never more than the full
-// duration. 0 in per-download mode, where the download's charge is billed once
-// through the ledger.
-func (d *Delivery) proportionalMinutes(b int64) float64 {
-	if d.m.cfg.Mode != Proportional || b <= 0 {
-		return 0
-	}
-	full := d.req.Duration / 60
-	total := d.total.Load()
-	if total <= 0 {
-		return full
-	}
-	return min(share(full, b, total), full)
-}
-
-// Finish settles the delivery: status says why the body ended ("complete",
-// "client_gone", "upstream_failed", "shutdown"). Proportional: bills duration ×
-// bytes / size; per-download: the full duration once per download, when at least
-// one byte was delivered (a continuation of a billed download bills 0). It releases
-// the rest of the reservation, writes the ledger row and logs one "billable
-// download" line. Later calls return the first result.
-func (d *Delivery) Finish(status string) (Settled, error) {
-	return d.settle(status, "", false)
-}
-
-// Abort closes a delivery that failed before its first byte: it bills nothing,
-// releases the reservation and closes the row with 0 minutes and status "aborted".
-// A delivery that already sent bytes is settled as by Finish(reason) instead, so
-// that no delivered byte goes unbilled.
+// Abort closes a delivery that failed before its first byte: it bills nothing
+// and releases its claim, with outcome Aborted. A delivery that already sent
+// bytes is settled as by Finish(ClientGone) instead, so that no delivered byte
+// goes unbilled.
 func (d *Delivery) Abort(reason string) {
-	if d.bytes.Load() > 0 {
-		d.settle(reason, "", false)
+	if d.written.Load() > 0 || d.progress().Written > 0 {
+		d.settle(ClientGone, reason)
 		return
 	}
-	d.settle("aborted", reason, true)
+	d.settle(Aborted, reason)
 }
 
-func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
+func (d *Delivery) settle(o Outcome, reason string) (Settled, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done {
@@ -649,122 +496,37 @@ func (d *Delivery) settle(status, reason string, abort bool) (Settled, error) {
 	// From the first attempt on, the heartbeat leaves the row alone: should this
 	// settlement fail, the row goes stale and a reaper settles it.
 	d.m.open.Delete(d.id)
-	b := d.bytes.Load()
-	if abort || d.noBill.Load() {
-		b = 0
-	}
-	s := Settlement{
-		Status:    status,
-		Reason:    reason,
-		Bytes:     b,
-		TotalSize: d.total.Load(),
-		Minutes:   d.minutes(b),
-		Once:      d.once(b),
-		At:        d.m.cfg.Now(),
+	p := Progress{At: d.m.cfg.Now()}
+	if o != Aborted && !d.noBody.Load() {
+		p = d.progress()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	st, err := d.m.ledger.Settle(ctx, d.id, s)
+	st, err := d.m.ledger.Settle(ctx, d.m.rule, d.id, Settlement{Progress: p, Outcome: o, Reason: reason})
 	if err != nil {
 		// The row stays open: RunReaper tries again, or, should the process stop
 		// first, the next start's Recover (or another replica's) settles it.
-		d.m.unsettled.Store(d.id, settleAttempt{d: d, status: status, reason: reason, abort: abort})
+		d.m.unsettled.Store(d.id, settleAttempt{d: d, outcome: o, reason: reason})
 		d.m.cfg.Logger.Error("settle delivery", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
-			zap.String("video", d.req.Video), zap.String("status", status), zap.Int64("bytes", b), zap.Error(err))
+			zap.String("video", d.req.Video), zap.Stringer("status", o), zap.Int64("bytes", p.Acked), zap.Error(err))
 		return Settled{}, err
 	}
-	d.done, d.settled, d.reserved = true, st, 0
-	if st.Status != s.Status {
+	d.done, d.settled = true, st
+	if st.Status != o.String() {
 		// Recovered by a replica that took this one for gone: that replica logged
-		// the billable line; the bytes sent since the last checkpoint go unbilled.
+		// the billable line; what was delivered since the last checkpoint goes
+		// unbilled.
 		d.m.cfg.Logger.Warn("delivery was settled elsewhere while its body was open",
 			zap.String("delivery_id", d.id), zap.String("user", d.req.User), zap.String("video", d.req.Video),
-			zap.String("status", st.Status), zap.Int64("bytes", b), zap.Int64("bytes_billed", st.Bytes))
+			zap.String("status", st.Status), zap.Int64("bytes", p.Acked), zap.Int64("bytes_billed", st.Acked))
 		return st, nil
 	}
-	if abort {
-		d.m.cfg.Logger.Debug("delivery aborted", zap.String("delivery_id", d.id), zap.String("user", d.req.User),
-			zap.String("video", d.req.Video), zap.String("reason", reason))
-	} else {
+	if st.Acked > 0 || st.Minutes > 0 {
 		d.m.logSettled(st)
+	} else {
+		d.m.cfg.Logger.Debug("delivery settled without body bytes", zap.String("delivery_id", d.id),
+			zap.String("user", d.req.User), zap.String("video", d.req.Video), zap.Stringer("status", o),
+			zap.String("reason", reason))
 	}
 	return st, nil
 }
-
-// keyLock is the lock of key's stripe.
-func (m *Meter) keyLock(k DownloadKey) *sync.Mutex {
-	h := fnv.New32a()
-	for _, s := range []string{k.User, k.Video, string(k.Type), k.Session} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return &m.keyLocks[h.Sum32()%uint32(len(m.keyLocks))]
-}
-
-// openClaims is what this meter's open deliveries of download id may still
-// send, beyond what they have checkpointed (which the ledger counts already):
-// without it, requests running beside each other would each fit in what the
-// download has left.
-func (m *Meter) openClaims(id string, size int64) int64 {
-	var sum int64
-	m.open.Range(func(_, v any) bool {
-		if d := v.(*Delivery); d.downloadID == id {
-			sum += max(0, rangeLen(d.req.RangeStart, d.req.RangeEnd, size)-d.cpBytes.Load())
-		}
-		return true
-	})
-	return sum
-}
-
-// allowance is how many more bytes a download of a file of size bytes may send
-// as continuations: one file's worth (it pays the full duration, wherever it
-// started), less what its deliveries sent, plus what they may have left in
-// socket buffers (resumeSlack).
-func (dl DownloadState) allowance(size int64) int64 {
-	return size - dl.Bytes + min(dl.Lost, resumeSlack(size))
-}
-
-// resumeSlack bounds how many of a download's sent bytes may be discounted as
-// never kept by the client when judging what it has left. Bytes are counted as
-// the kernel took them: when a client goes away, the tail of what the gateway
-// wrote may still sit in socket buffers, and the client resumes from what it
-// kept, so without a discount a genuine resume would be billed twice. The
-// discount is what the deliveries sent, at most LostPerDelivery each and at
-// most the larger of LostPerDelivery and a tenth of what the download had to
-// send in all (never more than that). A continuation must fit in what is left
-// after it, so re-fetching a finished file larger than the discount starts a new
-// download, and one charge fetches at most about two copies of a small file.
-func resumeSlack(remaining int64) int64 {
-	if remaining <= 0 {
-		return 0
-	}
-	return min(remaining, max(LostPerDelivery, remaining/10))
-}
-
-// rangeLen is the number of bytes a range asks for from a file of size bytes.
-func rangeLen(start, end, size int64) int64 {
-	if start < 0 {
-		return size
-	}
-	if start >= size {
-		return 0
-	}
-	last := size - 1
-	if end >= 0 && end < last {
-		last = end
-	}
-	if last < start {
-		return 0
-	}
-	return last - start + 1
-}
-
-// share is full × part / whole, in minutes.
-func share(full float64, part, whole int64) float64 {
-	if whole <= 0 {
-		return full
-	}
-	return full * float64(part) / float64(whole)
-}
-
-func newID() string { return rand.Text() }

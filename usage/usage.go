@@ -1,58 +1,42 @@
-// Package usage is streamgate's ledger of deliveries, downloads and quota periods,
-// and the meter the proxy drives while a download's bytes flow.
+// Package usage is streamgate's ledger of downloads, deliveries and quota
+// periods, and the meter the proxy drives while a download's bytes flow.
 //
-// A delivery is one HTTP response body sent to an end user. A download groups the
-// deliveries that fetch one copy of a file: the first request and the ranged
-// requests that resume it. Quotas are minutes per user per calendar month (UTC).
+// A delivery is one HTTP response body sent to an end user. A download is one
+// user's viewing of one file: the deliveries of the same user, video and type
+// that arrive within the resume window of each other, however the client splits
+// its requests (resumes, parallel segments, probes, seeks). What a download costs
+// is decided by package billing, over the byte intervals delivered in it; this
+// package stores that state and applies the rule to it atomically, so concurrent
+// requests of one download, on one process or on replicas sharing PostgreSQL,
+// neither overspend a quota nor pay twice.
 //
-// Every delivery reserves what it could cost before its first byte, atomically
-// against the user's quota, so concurrent requests can never overspend. When the
-// response headers arrive the reservation is trued up; when the body ends the
-// delivery settles: it bills what was delivered, releases the rest of its
-// reservation and becomes a durable ledger row. Progress is checkpointed while bytes
-// flow, so that after a crash [Ledger.Recover] settles what was open from its last
-// checkpoint.
+// # One delivery
 //
-// # Stores
+//   - [Ledger.Open], before the first byte: the request joins its download (or
+//     starts one), claims the bytes it asked for, and the download's reservation
+//     rises to what its open claims could still cost, against the user's quota.
+//   - [Ledger.Respond], when Stream's headers arrive: the claim becomes the bytes
+//     the response carries (none for an answer without a body), and the file's
+//     size and ETag are learnt; a different file starts a new download.
+//   - [Ledger.Progress], at checkpoints while bytes flow: the bytes the client has
+//     acknowledged are delivered into the download and billed as they go, so a
+//     crash loses at most one checkpoint interval, never a bill.
+//   - [Ledger.Settle], when the body ends: the last bytes are delivered and the
+//     claim released with the rest of the reservation.
 //
-// [SQLite] is the embedded store, one file for one process. [Postgres] is the
-// store several replicas share: quota checks are conditional UPDATEs that
-// PostgreSQL evaluates under the quota row's lock, so the replicas together can
-// never overspend a quota, and settlement locks the delivery row, so it happens
-// once whichever replica attempts it.
+// Every change to a download happens in one transaction under its key's row
+// (download_keys), which is the lock requests of one download queue on.
 //
 // # Recovery
 //
-// A delivery left open by a process that died still holds its reservation; it
-// must be settled from its last checkpoint and the rest released. With one
+// A delivery left open by a process that died holds its claim, and so part of its
+// download's reservation; everything up to its last checkpoint is billed
+// already. Recovering it is settling it with nothing more delivered. With one
 // process (SQLite), whatever is open at start was left by the previous run, so
-// [Meter.Recover] at start settles every open delivery.
-//
-// With replicas sharing a ledger ([Shared]), an open row may be another
-// replica's live delivery, so liveness is recorded in the row itself: every
-// delivery row carries checkpoint_at, the last time its meter wrote it. It is
-// written when the delivery is reserved, at each checkpoint while bytes flow, and
-// by a heartbeat that [Meter.RunReaper] sends every interval, in one statement,
-// for the meter's open deliveries that nothing else wrote during the interval
-// (a stalled client, a slow upstream, headers not yet in). A live delivery's row
-// is therefore never older than about two intervals. [Postgres.Recover] settles
-// only open rows whose checkpoint_at is older than the stale threshold
-// ([StaleAfter], default 2 minutes), re-checking under the row lock so that a row
-// written meanwhile is left alone, and skipping rows another replica holds
-// locked. A replica that starts recovers what the others abandoned long enough
-// ago, never their live deliveries; and as every replica runs RunReaper, the
-// deliveries of a replica that dies and never returns are settled by the others
-// within the stale threshold plus one interval, each logged once, as a "billable
-// download" line with status "recovered".
-//
-// Times in rows come from the replicas' clocks (the Meter's Now), so the stale
-// threshold must exceed two heartbeat intervals plus the clock skew between
-// replicas; RunReaper shortens an interval longer than a third of the threshold.
-// A delivery whose settlement failed stops being heartbeated, so the reapers
-// settle it from its last checkpoint. A replica cut off from the database for
-// longer than the threshold may find its deliveries recovered by the others; its
-// own settlement then returns the recovered row, logs a warning and bills
-// nothing twice.
+// [Meter.Recover] at start settles every open delivery. With replicas sharing a
+// ledger ([Shared]) a row is recovered only once no replica has written it for
+// the stale threshold: every open row carries beat_at, written at each
+// checkpoint and by the heartbeat of [Meter.RunReaper].
 //
 // Minutes are exposed as float64 and stored as integer micro-minutes, so that sums
 // over many deliveries are exact.
@@ -65,31 +49,23 @@ import (
 	"math"
 	"time"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/stream"
 )
 
-// Mode is how deliveries are billed.
-type Mode string
+// Mode is how deliveries are billed: [billing.Mode].
+type Mode = billing.Mode
 
 const (
-	// Proportional bills a response body duration × bytes delivered / file size,
-	// as Stream prices delivery. Resumes pay only for what they fetch.
-	Proportional Mode = "proportional"
-	// PerDownload bills a download its full duration once; the ranged requests
-	// that continue it are not billed again.
-	PerDownload Mode = "per-download"
+	// Proportional bills a delivery duration × new bytes / file size.
+	Proportional = billing.Proportional
+	// PerDownload bills a download its full duration once per CopiesPerCharge
+	// copies of the file it sends.
+	PerDownload = billing.PerDownload
 )
 
 // ParseMode accepts "proportional" and "per-download"; "" is Proportional.
-func ParseMode(s string) (Mode, error) {
-	switch Mode(s) {
-	case "":
-		return Proportional, nil
-	case Proportional, PerDownload:
-		return Mode(s), nil
-	}
-	return "", fmt.Errorf("unknown metering mode %q (want %s or %s)", s, Proportional, PerDownload)
-}
+func ParseMode(s string) (Mode, error) { return billing.ParseMode(s) }
 
 // Period is the quota period t falls in: its calendar month in UTC, "2006-01".
 func Period(t time.Time) string { return t.UTC().Format("2006-01") }
@@ -100,7 +76,7 @@ var ErrQuotaExceeded = errors.New("quota exceeded")
 // ErrNotFound is returned for a delivery ID the ledger does not hold.
 var ErrNotFound = errors.New("delivery not found")
 
-// ErrSettled is returned when a settled delivery's reservation is adjusted.
+// ErrSettled is returned when a settled delivery is told of a response.
 var ErrSettled = errors.New("delivery already settled")
 
 // Usage is a user's standing in one quota period.
@@ -109,12 +85,15 @@ type Usage struct {
 	Plan   string `json:"plan,omitempty"`
 	// MinutesLimit is the plan's monthly minutes; -1 is unlimited.
 	MinutesLimit float64 `json:"minutes_limit"`
-	// MinutesUsed is what settled deliveries billed.
+	// MinutesUsed is what deliveries billed.
 	MinutesUsed float64 `json:"minutes_used"`
-	// MinutesReserved is what open deliveries hold.
+	// MinutesReserved is what open downloads hold for bytes they may still send.
 	MinutesReserved float64 `json:"minutes_reserved"`
 	// MinutesRemaining is limit - used - reserved, never below 0; -1 when unlimited.
 	MinutesRemaining float64 `json:"minutes_remaining"`
+	// StreamMinutes is what Stream bills the operator for the same deliveries:
+	// the share of each file it sent.
+	StreamMinutes float64 `json:"stream_minutes"`
 }
 
 // withLimit fills in the plan, limit and remaining minutes.
@@ -129,72 +108,68 @@ func (u Usage) withLimit(plan string, limit float64) Usage {
 	return u
 }
 
-// QuotaError refuses a reservation that would take a user past the plan's limit.
+// QuotaError refuses a request that would take a user past the plan's limit.
 type QuotaError struct {
-	// Usage is the user's standing when the reservation was refused.
+	// Usage is the user's standing when the request was refused.
 	Usage Usage
-	// Requested is the minutes the refused reservation asked for.
+	// Requested is the minutes the request needed reserved.
 	Requested float64
 }
 
 func (e *QuotaError) Error() string {
-	return fmt.Sprintf("quota exceeded for %s: %.2f of %.2f minutes used, %.2f reserved, %.2f remaining, %.2f requested",
+	return fmt.Sprintf("quota exceeded for %s: %.2f of %.2f minutes used, %.2f reserved, %.2f remaining, %.2f needed",
 		e.Usage.Period, e.Usage.MinutesUsed, e.Usage.MinutesLimit, e.Usage.MinutesReserved, e.Usage.MinutesRemaining, e.Requested)
 }
 
 // Is reports whether target is [ErrQuotaExceeded].
 func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExceeded }
 
-// Ledger is the durable store of deliveries, downloads and quota periods. Every
-// method is safe for concurrent use, and quota checks happen inside the store (a
-// conditional UPDATE in one transaction), never as a read followed by a write in Go,
-// so that several replicas can share one ledger.
+// Ledger is the durable store of downloads, deliveries and quota periods. Every
+// method is safe for concurrent use. Each change is one transaction that holds
+// the download key's row lock while it applies the billing rule, and quota
+// checks are conditional UPDATEs, never a read followed by a write in Go, so that
+// several replicas can share one ledger.
 //
 // ledgertest.Run is the conformance suite every implementation must pass.
 type Ledger interface {
-	// Reserve adds d.Reserve minutes to the user's reservation for d.Period if
-	// used + reserved + d.Reserve <= limit (limit < 0 is unlimited; a zero
-	// reservation is never refused), and records d as an open delivery, and its
-	// download when d.NewDownload, all in one transaction. On refusal it records
-	// nothing and returns a *QuotaError.
-	Reserve(ctx context.Context, d OpenDelivery, limit float64) error
-	// Adjust sets an open delivery's reservation to reserved minutes. Lowering
-	// always succeeds; raising is checked against the limit given to Reserve and
-	// may return a *QuotaError, leaving the reservation as it was.
-	Adjust(ctx context.Context, deliveryID string, reserved float64) error
-	// Checkpoint records an open delivery's progress at at: body bytes delivered so
-	// far, the minutes they bill and the file's size when known (0: unknown; kept
-	// so that a delivery settled by recovery still tells the size). It never
-	// lowers the recorded bytes, and is a no-op on a settled or unknown delivery.
-	// A shared ledger also keeps at as the row's last sign of life.
-	Checkpoint(ctx context.Context, deliveryID string, bytes int64, minutes float64, totalSize int64, at time.Time) error
-	// Heartbeat records at as the last sign of life of the open deliveries ids,
-	// which the calling process is still metering; settled and unknown IDs are
-	// ignored. A ledger one process owns may do nothing.
+	// Open records req as an open delivery: it joins the user's download of the
+	// video and type when rule.Continues it, else starts one, claims the bytes
+	// req asks for, and raises the download's reservation to rule.Reserve
+	// against req.Limit. On refusal it records nothing and returns a *QuotaError.
+	Open(ctx context.Context, rule billing.Rule, req OpenRequest) (Opened, error)
+	// Respond records Stream's answer to an open delivery: the file's size and
+	// ETag, and the bytes the body carries (Response.Body; empty without a
+	// body), which replace its claim. A response of another file than its
+	// download's moves the delivery to a new download. A claim that grows is
+	// checked against the delivery's limit and may return a *QuotaError,
+	// leaving everything as it was.
+	Respond(ctx context.Context, rule billing.Rule, id string, r Response) error
+	// Progress records what an open delivery has delivered so far and bills its
+	// new bytes. Figures never go back. A settled delivery is left as it is.
+	Progress(ctx context.Context, rule billing.Rule, id string, p Progress) error
+	// Settle records the delivery's final progress, bills it, releases its claim
+	// and closes it. Settling a settled delivery changes nothing and returns it
+	// as it was settled.
+	Settle(ctx context.Context, rule billing.Rule, id string, s Settlement) (Settled, error)
+	// Charge bills req's full duration at once as a settled delivery of a
+	// download of its own (a direct link, whose bytes the gateway never sees),
+	// against req.Limit; a refusal is a *QuotaError and records nothing.
+	Charge(ctx context.Context, req OpenRequest, status Outcome) (Settled, error)
+	// Heartbeat records at as the last sign of life of the open deliveries ids;
+	// settled and unknown IDs are ignored. A ledger one process owns may do
+	// nothing.
 	Heartbeat(ctx context.Context, ids []string, at time.Time) error
-	// Settle bills s.Minutes (plus the delivery's once-per-download minutes when
-	// s.Once and its download has not been billed them yet), releases the whole
-	// reservation and closes the row. Settling a settled delivery changes nothing
-	// and returns the row as it was settled.
-	Settle(ctx context.Context, deliveryID string, s Settlement) (Settled, error)
-	// Recover settles the open deliveries no process is metering any more, from
-	// their last checkpoints, with status "recovered", at now, and returns what it
-	// settled. A ledger one process owns settles every open delivery, and is
-	// called once at start-up, before any delivery starts; a [Shared] ledger
-	// settles only those untouched for its stale threshold, and may be called by
-	// any replica at any time.
-	Recover(ctx context.Context, now time.Time) ([]Settled, error)
-	// Usage is the user's used and reserved minutes in period; the limit fields
-	// are left for the caller, who knows the plan.
+	// Recover settles the open deliveries no process is metering any more, as
+	// of their last progress, with outcome Recovered, at now, and returns them.
+	// A ledger one process owns settles every open delivery, and is called once
+	// at start-up; a [Shared] ledger settles only those unwritten for its stale
+	// threshold, and may be called by any replica at any time.
+	Recover(ctx context.Context, rule billing.Rule, now time.Time) ([]Settled, error)
+	// Usage is the user's used, reserved and Stream minutes in period; the
+	// limit fields are left for the caller, who knows the plan.
 	Usage(ctx context.Context, user, period string) (Usage, error)
 	// Report sums the settled deliveries of period per user, ordered by user.
 	Report(ctx context.Context, period string) ([]ReportRow, error)
-	// FindDownload returns the most recently active download of key that was
-	// active at or after since, with whether it was billed and the body bytes
-	// its deliveries have sent so far.
-	FindDownload(ctx context.Context, key DownloadKey, since time.Time) (d DownloadState, ok bool, err error)
-	// TouchDownload marks a download active at at, extending its resume window.
-	TouchDownload(ctx context.Context, id string, at time.Time) error
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store.
@@ -202,8 +177,8 @@ type Ledger interface {
 }
 
 // Shared is a [Ledger] that several processes use at once. Its Recover settles
-// only the open deliveries whose rows no process has written (reserved,
-// checkpointed or heartbeated) for StaleAfter, so that it is safe to call while
+// only the open deliveries whose rows no process has written (opened,
+// progressed or heartbeated) for StaleAfter, so that it is safe to call while
 // deliveries are served; each process keeps its own deliveries' rows fresh with
 // [Meter.RunReaper].
 type Shared interface {
@@ -213,33 +188,29 @@ type Shared interface {
 	StaleAfter() time.Duration
 }
 
-// OpenDelivery is a delivery as it is reserved, before its first byte.
-type OpenDelivery struct {
+// OpenRequest is a delivery as it is opened, before its first byte.
+type OpenRequest struct {
 	// ID identifies the delivery; unique.
 	ID string
-	// DownloadID is the download the delivery belongs to.
-	DownloadID string
-	// NewDownload records DownloadID as a new download, started by this delivery.
-	NewDownload bool
+	// NewDownloadID is the ID the download gets if the delivery starts one.
+	NewDownloadID string
 
-	User    string
-	Plan    string
-	Video   string
-	Type    stream.DownloadType
-	Session string // grant session, "" for the authenticated route
-	Mode    Mode
-	// Period is the quota period the reservation and the bill go to.
+	User  string
+	Plan  string
+	Video string
+	Type  stream.DownloadType
+	// Limit is the plan's monthly minutes; < 0 unlimited.
+	Limit float64
+	// Period is the quota period a new download's reservation and bill go to.
 	Period string
 	// Duration is the video's billable duration, seconds.
 	Duration float64
-	// Reserve is the minutes reserved against the quota.
-	Reserve float64
-	// Once is the minutes billed once per download (per-download mode: the full
-	// duration), by the first of its deliveries to settle with Settlement.Once.
-	Once float64
-
-	RangeStart int64 // -1 without a Range header
-	RangeEnd   int64 // inclusive; -1 open-ended or none
+	// Range is the bytes asked for.
+	Range billing.Range
+	// Size and ETag are the file's as last seen (0 and "" unknown): a download
+	// started by this delivery takes them, so its claim is exact from the start.
+	Size int64
+	ETag string
 
 	Country   string
 	ClientIP  string
@@ -247,23 +218,89 @@ type OpenDelivery struct {
 	At        time.Time
 }
 
-// Settlement is how a delivery ended.
+// Opened is what Open decided.
+type Opened struct {
+	DownloadID string
+	// Started is true when the delivery started its download.
+	Started bool
+	// Claim is the bytes claimed (End billing.Unknown: to the end of the file).
+	Claim billing.Interval
+	// Reserved is the minutes the request added to its download's reservation.
+	Reserved float64
+}
+
+// Response is Stream's answer to a delivery's request.
+type Response struct {
+	// Size and ETag identify the file (0, "": not told).
+	Size int64
+	ETag string
+	// Body is the bytes of the file the body carries; empty when it carries
+	// none of the file (an error, 304, 416).
+	Body billing.Interval
+	At   time.Time
+}
+
+// Progress is what a delivery has delivered so far.
+type Progress struct {
+	// Acked is the body bytes the client has received (acknowledged).
+	Acked int64
+	// Written is the body bytes written to the client's connection.
+	Written int64
+	// StreamBytes is the body bytes read from Stream.
+	StreamBytes int64
+	// Source says how Acked was measured: "tcp_info", "outq" or "written".
+	Source string
+	At     time.Time
+}
+
+// Outcome is how a delivery ended.
+type Outcome int
+
+const (
+	// Complete: the whole body was sent.
+	Complete Outcome = iota + 1
+	// ClientGone: the client left or stopped reading.
+	ClientGone
+	// UpstreamFailed: Stream's body broke off or stalled.
+	UpstreamFailed
+	// Shutdown: the gateway stopped while the body was flowing.
+	Shutdown
+	// Aborted: no body was sent (an error before the first byte).
+	Aborted
+	// Recovered: settled from its last checkpoint after its process was gone.
+	Recovered
+	// DirectLink: a direct link handed out, billed in full at once.
+	DirectLink
+)
+
+var outcomeNames = map[Outcome]string{
+	Complete: "complete", ClientGone: "client_gone", UpstreamFailed: "upstream_failed", Shutdown: "shutdown",
+	Aborted: "aborted", Recovered: "recovered", DirectLink: "direct_link",
+}
+
+func (o Outcome) String() string {
+	if s, ok := outcomeNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// ParseOutcome is the Outcome whose String is s.
+func ParseOutcome(s string) (Outcome, bool) {
+	for o, n := range outcomeNames {
+		if n == s {
+			return o, true
+		}
+	}
+	return 0, false
+}
+
+// Settlement is how a delivery ended: its last progress and why.
 type Settlement struct {
-	// Status says why the body ended: "complete", "client_gone",
-	// "upstream_failed", "shutdown", "recovered", "aborted".
-	Status string
+	Progress
+	Outcome Outcome
 	// Reason is free text kept with the row, for example why a delivery aborted.
 	Reason string
-	// Bytes is the body bytes delivered to the client.
-	Bytes int64
-	// TotalSize is the file's size when known, else 0.
-	TotalSize int64
-	// Minutes is billed to this delivery.
-	Minutes float64
-	// Once bills the delivery's once-per-download minutes too, unless another
-	// delivery of the same download already carried them.
-	Once bool
-	At   time.Time
 }
 
 // Settled is a settled delivery, as the ledger keeps it.
@@ -273,80 +310,50 @@ type Settled struct {
 	// StartedDownload is true when this delivery started its download.
 	StartedDownload bool
 
-	User       string
-	Plan       string
-	Video      string
-	Type       stream.DownloadType
-	Session    string
-	Mode       Mode
-	Period     string
-	Duration   float64
-	RangeStart int64
-	RangeEnd   int64
-	Country    string
-	ClientIP   string
-	RequestID  string
+	User      string
+	Plan      string
+	Video     string
+	Type      stream.DownloadType
+	Mode      Mode
+	Period    string
+	Duration  float64
+	Range     string // as asked, "bytes=0-", "" for none
+	Claim     billing.Interval
+	Country   string
+	ClientIP  string
+	RequestID string
 
-	Status    string
-	Reason    string
-	Bytes     int64
-	TotalSize int64
+	Status string
+	Reason string
+	// Acked is the body bytes the client received; Written what was written to
+	// its connection; AckedSource how Acked was measured.
+	Acked       int64
+	Written     int64
+	AckedSource string
+	// StreamBytes is the body bytes read from Stream; StreamMinutes what Stream
+	// bills for them.
+	StreamBytes   int64
+	StreamMinutes float64
+	// Size is the file's size (0 unknown).
+	Size int64
 	// Minutes is what the delivery billed.
-	Minutes float64
-	// Reserved is the reservation the delivery held until it settled.
-	Reserved  float64
+	Minutes   float64
 	OpenedAt  time.Time
 	SettledAt time.Time
 }
 
-// check refuses a malformed reservation, fills in At, and returns the
-// reservation and the limit (-1: none) in micro-minutes, as the stores keep them.
-func (d *OpenDelivery) check(limit float64) (want, lim int64, err error) {
+// check refuses a malformed request and fills in At.
+func (r *OpenRequest) check() error {
 	switch {
-	case d.ID == "", d.DownloadID == "", d.User == "", d.Period == "":
-		return 0, 0, errors.New("reserve: delivery needs an ID, a download ID, a user and a period")
-	case d.Reserve < 0, d.Once < 0, d.Duration < 0:
-		return 0, 0, errors.New("reserve: negative minutes or duration")
+	case r.ID == "", r.NewDownloadID == "", r.User == "", r.Video == "", r.Period == "":
+		return errors.New("open delivery: it needs an ID, a download ID, a user, a video and a period")
+	case r.Duration < 0 || math.IsNaN(r.Duration) || math.IsInf(r.Duration, 0):
+		return errors.New("open delivery: unknown duration")
 	}
-	if d.At.IsZero() {
-		d.At = time.Now()
+	if r.At.IsZero() {
+		r.At = time.Now()
 	}
-	lim = -1
-	if limit >= 0 {
-		lim = toMicro(limit)
-	}
-	return toMicro(d.Reserve), lim, nil
-}
-
-// DownloadState is what a later request needs to know of a download it might
-// continue.
-type DownloadState struct {
-	ID string
-	// Billed is true once a delivery carried the download's charge.
-	Billed bool
-	// Bytes is the body bytes its deliveries have sent (settled, or as last
-	// checkpointed).
-	Bytes int64
-	// Size is the file's size as its deliveries learned it; 0 unknown.
-	Size int64
-	// Lost is what its deliveries may have sent without the client keeping it:
-	// their bytes, at most LostPerDelivery each. A delivery the gateway finished
-	// writing may still have left its tail in socket buffers when the client went
-	// away, so completed ones count too, and open ones at their last checkpoint.
-	Lost int64
-}
-
-// LostPerDelivery is the most bytes one delivery is taken to have left in
-// socket buffers (the gateway's send buffer, the client's receive buffer)
-// without the client keeping them.
-const LostPerDelivery = 16 << 20
-
-// DownloadKey identifies the downloads a later request may continue.
-type DownloadKey struct {
-	User    string
-	Video   string
-	Type    stream.DownloadType
-	Session string // "" for the authenticated route
+	return nil
 }
 
 // ReportRow is one user's deliveries in a period.
@@ -355,14 +362,22 @@ type ReportRow struct {
 	// Downloads counts distinct downloads that delivered at least one byte.
 	Downloads int64 `json:"downloads"`
 	// Deliveries counts settled deliveries that delivered at least one byte.
-	Deliveries int64   `json:"deliveries"`
-	Minutes    float64 `json:"minutes"`
-	Bytes      int64   `json:"bytes"`
+	Deliveries int64 `json:"deliveries"`
+	// Minutes is what the user was billed.
+	Minutes float64 `json:"minutes"`
+	// StreamMinutes is what Stream bills the operator for the same deliveries.
+	StreamMinutes float64 `json:"stream_minutes"`
+	// Bytes is the body bytes the user received.
+	Bytes int64 `json:"bytes"`
+	// StreamBytes is the body bytes read from Stream for them.
+	StreamBytes int64 `json:"stream_bytes"`
 }
 
 // micro is the number of stored units in one minute.
 const micro = 1_000_000
 
-func toMicro(minutes float64) int64 { return int64(math.Round(minutes * micro)) }
+func toMicro(minutes float64) int64 { return billing.Micro(minutes) }
 
-func fromMicro(m int64) float64 { return float64(m) / micro }
+func fromMicro(m int64) float64 { return billing.FromMicro(m) }
+
+var _ = micro

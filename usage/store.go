@@ -1,0 +1,796 @@
+package usage
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/streamgate/streamgate/billing"
+	"github.com/streamgate/streamgate/stream"
+)
+
+// store is the ledger both SQL engines share: the same statements and the same
+// transactions, written once. The dialects differ only in placeholders, in
+// row locks (PostgreSQL locks the download key's row with the upsert that
+// reads it; SQLite has one writer at a time anyway) and in whether open rows
+// may belong to another live process.
+type store struct {
+	db *sql.DB
+	pg bool
+	// writes queues SQLite's writers in Go: SQLite admits one at a time, and a
+	// writer that finds the lock taken sleeps in its busy handler instead of
+	// waking when the lock is free (docs/benchmarks.md).
+	writes sync.Mutex
+	// stale is, on a shared ledger, how long an open row may go unwritten before
+	// Recover takes its process for gone; 0 when one process owns the ledger.
+	stale   time.Duration
+	rebound sync.Map // query with ? → query with $n
+}
+
+// q is query in the dialect's placeholders.
+func (s *store) q(query string) string {
+	if !s.pg {
+		return query
+	}
+	if v, ok := s.rebound.Load(query); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	s.rebound.Store(query, b.String())
+	return b.String()
+}
+
+// tx is one ledger transaction.
+type tx struct {
+	tx  *sql.Tx
+	s   *store
+	ctx context.Context
+}
+
+func (t tx) exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, t.s.q(query), args...)
+}
+
+func (t tx) row(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, t.s.q(query), args...)
+}
+
+// inTx runs fn in a transaction and commits it. On PostgreSQL a deadlock or
+// serialization failure runs it again, a few times.
+func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
+	if !s.pg {
+		s.writes.Lock()
+		defer s.writes.Unlock()
+	}
+	for attempt := 1; ; attempt++ {
+		sqlTx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err = fn(tx{tx: sqlTx, s: s, ctx: ctx}); err == nil {
+			if err = sqlTx.Commit(); err == nil {
+				return nil
+			}
+		} else {
+			_ = sqlTx.Rollback()
+		}
+		var pe *pgconn.PgError
+		if !s.pg || attempt >= 4 || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+			return err
+		}
+	}
+}
+
+// lockKey returns the download the key's next request may join ("" none) and,
+// on PostgreSQL, holds the key's row lock until the transaction ends: every
+// change to a download goes through it, so the requests of one download are
+// decided one at a time on every replica.
+func (t tx) lockKey(user, video string, typ stream.DownloadType) (string, error) {
+	var id string
+	err := t.row(`INSERT INTO download_keys (user_id, video, type) VALUES (?, ?, ?)
+		ON CONFLICT (user_id, video, type) DO UPDATE SET download_id = download_keys.download_id
+		RETURNING download_id`, user, video, string(typ)).Scan(&id)
+	return id, err
+}
+
+// dlRow is a downloads row.
+type dlRow struct {
+	id, user, video, typ, mode, period string
+	duration                           float64
+	state                              billing.Download
+	etag                               string
+	reserved                           int64
+	startedAt, lastAt                  int64 // Unix microseconds
+}
+
+func (t tx) download(id string) (dlRow, error) {
+	d := dlRow{id: id}
+	var held string
+	err := t.row(`SELECT user_id, video, type, mode, period, duration, full_micro, size, etag, held, sent,
+			billed_micro, reserved_micro, started_at, last_at
+		FROM downloads WHERE id = ?`, id).Scan(&d.user, &d.video, &d.typ, &d.mode, &d.period, &d.duration,
+		&d.state.Full, &d.state.Size, &d.etag, &held, &d.state.Sent, &d.state.Billed, &d.reserved, &d.startedAt, &d.lastAt)
+	if err != nil {
+		return d, fmt.Errorf("download %s: %w", id, err)
+	}
+	if d.state.Held, err = billing.ParseSet(held); err != nil {
+		return d, fmt.Errorf("download %s: %w", id, err)
+	}
+	return d, nil
+}
+
+func (t tx) insertDownload(d dlRow) error {
+	_, err := t.exec(`INSERT INTO downloads (id, user_id, video, type, mode, period, duration, full_micro, size, etag,
+			held, sent, billed_micro, reserved_micro, started_at, last_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		d.id, d.user, d.video, d.typ, d.mode, d.period, d.duration, d.state.Full, d.state.Size, d.etag,
+		d.state.Held.String(), d.state.Sent, d.state.Billed, d.reserved, d.startedAt, d.lastAt)
+	return err
+}
+
+func (t tx) saveDownload(d dlRow) error {
+	_, err := t.exec(`UPDATE downloads SET size = ?, etag = ?, held = ?, sent = ?, billed_micro = ?, reserved_micro = ?,
+			last_at = ? WHERE id = ?`,
+		d.state.Size, d.etag, d.state.Held.String(), d.state.Sent, d.state.Billed, d.reserved, d.lastAt, d.id)
+	return err
+}
+
+// claimRow is an open delivery's claim.
+type claimRow struct {
+	id    string
+	claim billing.Claim
+}
+
+// claims are the claims of download id's open deliveries.
+func (t tx) claims(id string) ([]claimRow, error) {
+	rows, err := t.tx.QueryContext(t.ctx, t.s.q(`SELECT id, claim_start, claim_end, acked
+		FROM deliveries WHERE download_id = ? AND settled_at IS NULL ORDER BY opened_at, id`), id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []claimRow
+	for rows.Next() {
+		var c claimRow
+		if err := rows.Scan(&c.id, &c.claim.Range.Start, &c.claim.Range.End, &c.claim.Acked); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// only is the claims without the empty ones.
+func only(cs []claimRow) []billing.Claim {
+	out := make([]billing.Claim, 0, len(cs))
+	for _, c := range cs {
+		if !c.claim.Range.Empty() || c.claim.Range.End == billing.Unknown {
+			out = append(out, c.claim)
+		}
+	}
+	return out
+}
+
+func (t tx) ensurePeriod(user, period string) error {
+	_, err := t.exec(`INSERT INTO quota_periods (user_id, period) VALUES (?, ?) ON CONFLICT DO NOTHING`, user, period)
+	return err
+}
+
+// moveReservation changes the user's reservation in period by delta
+// micro-minutes. Lowering always succeeds; raising must fit under lim (-1: no
+// limit), checked by the UPDATE itself, or it returns a *QuotaError.
+func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
+	if delta == 0 {
+		return nil
+	}
+	res, err := t.exec(`UPDATE quota_periods SET reserved_micro = reserved_micro + ?
+		WHERE user_id = ? AND period = ? AND (? <= 0 OR ? < 0 OR used_micro + reserved_micro + ? <= ?)`,
+		delta, user, period, delta, lim, delta, lim)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		u, err := t.usage(user, period)
+		if err != nil {
+			return err
+		}
+		return &QuotaError{Usage: u.withLimit(plan, limitMinutes(lim)), Requested: fromMicro(delta)}
+	}
+	return nil
+}
+
+func (t tx) usage(user, period string) (Usage, error) {
+	var used, reserved, streamM int64
+	err := t.row(`SELECT used_micro, reserved_micro, stream_micro FROM quota_periods WHERE user_id = ? AND period = ?`,
+		user, period).Scan(&used, &reserved, &streamM)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Usage{}, err
+	}
+	return Usage{Period: period, MinutesUsed: fromMicro(used), MinutesReserved: fromMicro(reserved), StreamMinutes: fromMicro(streamM)}, nil
+}
+
+func limitMicro(limit float64) int64 {
+	if limit < 0 {
+		return -1
+	}
+	return toMicro(limit)
+}
+
+func limitMinutes(lim int64) float64 {
+	if lim < 0 {
+		return -1
+	}
+	return fromMicro(lim)
+}
+
+func newID() string { return rand.Text() }
+
+// Open implements [Ledger].
+func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (Opened, error) {
+	if err := req.check(); err != nil {
+		return Opened{}, err
+	}
+	rule = rule.WithDefaults()
+	at := req.At.UnixMicro()
+	var out Opened
+	err := s.inTx(ctx, func(t tx) error {
+		cur, err := t.lockKey(req.User, req.Video, req.Type)
+		if err != nil {
+			return err
+		}
+		var d dlRow
+		var open []claimRow
+		join := false
+		if cur != "" {
+			if d, err = t.download(cur); err != nil {
+				return err
+			}
+			if open, err = t.claims(cur); err != nil {
+				return err
+			}
+			join = d.mode == string(rule.Mode) && rule.Continues(time.UnixMicro(d.lastAt), len(open), req.At)
+		}
+		if !join {
+			d = dlRow{
+				id: req.NewDownloadID, user: req.User, video: req.Video, typ: string(req.Type), mode: string(rule.Mode),
+				period: req.Period, duration: req.Duration, etag: req.ETag, startedAt: at, lastAt: at,
+				state: billing.Download{Full: toMicro(req.Duration / 60), Size: max(req.Size, 0)},
+			}
+			open = nil
+			if err := t.insertDownload(d); err != nil {
+				return err
+			}
+			if _, err := t.exec(`UPDATE download_keys SET download_id = ? WHERE user_id = ? AND video = ? AND type = ?`,
+				d.id, req.User, req.Video, string(req.Type)); err != nil {
+				return err
+			}
+		}
+		if err := t.ensurePeriod(d.user, d.period); err != nil {
+			return err
+		}
+		claim := billing.ClaimFor(req.Range, d.state.Size)
+		target := rule.Reserve(d.state, append(only(open), billing.Claim{Range: claim}))
+		delta := target - d.reserved
+		if err := t.moveReservation(d.user, d.period, req.Plan, delta, limitMicro(req.Limit)); err != nil {
+			return err
+		}
+		d.reserved, d.lastAt = target, max(d.lastAt, at)
+		if err := t.saveDownload(d); err != nil {
+			return err
+		}
+		if _, err := t.exec(`INSERT INTO deliveries (id, download_id, started, user_id, plan, video, type, mode, period,
+				duration, range_text, claim_start, claim_end, limit_micro, country, client_ip, request_id, opened_at, beat_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			req.ID, d.id, boolInt(!join), req.User, req.Plan, req.Video, string(req.Type), d.mode, d.period,
+			req.Duration, rangeText(req.Range), claim.Start, claim.End, limitMicro(req.Limit),
+			req.Country, req.ClientIP, req.RequestID, at, at); err != nil {
+			return fmt.Errorf("record delivery: %w", err)
+		}
+		out = Opened{DownloadID: d.id, Started: !join, Claim: claim, Reserved: fromMicro(max(delta, 0))}
+		return nil
+	})
+	if err != nil {
+		var qe *QuotaError
+		if errors.As(err, &qe) {
+			return Opened{}, qe
+		}
+		return Opened{}, fmt.Errorf("open delivery: %w", err)
+	}
+	return out, nil
+}
+
+// dvRow is a deliveries row.
+type dvRow struct {
+	Settled
+	open       bool
+	limit      int64
+	minutes    int64 // micro
+	streamM    int64 // micro
+	beatAt     int64
+	claimStart int64
+	claimEnd   int64
+}
+
+const dvCols = `dv.id, dv.download_id, dv.started, dv.user_id, dv.plan, dv.video, dv.type, dv.mode, dv.period, dv.duration,
+	dv.range_text, dv.claim_start, dv.claim_end, dv.limit_micro, dv.acked, dv.acked_source, dv.written, dv.stream_bytes,
+	dv.minutes_micro, dv.stream_micro, dv.country, dv.client_ip, dv.request_id, dv.status, dv.reason, dv.opened_at,
+	dv.beat_at, dv.settled_at, dl.size`
+
+func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
+	var (
+		d               dvRow
+		started         int64
+		typ, mode       string
+		opened          int64
+		settled         sql.NullInt64
+		minutes, streamM int64
+	)
+	err := r.Scan(&d.DeliveryID, &d.DownloadID, &started, &d.User, &d.Plan, &d.Video, &typ, &mode, &d.Period, &d.Duration,
+		&d.Range, &d.claimStart, &d.claimEnd, &d.limit, &d.Acked, &d.AckedSource, &d.Written, &d.StreamBytes,
+		&minutes, &streamM, &d.Country, &d.ClientIP, &d.RequestID, &d.Status, &d.Reason, &opened,
+		&d.beatAt, &settled, &d.Size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, ErrNotFound
+	} else if err != nil {
+		return d, err
+	}
+	d.StartedDownload = started != 0
+	d.Type, d.Mode = stream.DownloadType(typ), Mode(mode)
+	d.Claim = billing.Interval{Start: d.claimStart, End: d.claimEnd}
+	d.minutes, d.streamM = minutes, streamM
+	d.Minutes, d.StreamMinutes = fromMicro(minutes), fromMicro(streamM)
+	d.OpenedAt = time.UnixMicro(opened).UTC()
+	d.open = !settled.Valid
+	if settled.Valid {
+		d.SettledAt = time.UnixMicro(settled.Int64).UTC()
+	}
+	return d, nil
+}
+
+func (t tx) delivery(id string) (dvRow, error) {
+	return scanDelivery(t.row(`SELECT `+dvCols+` FROM deliveries dv JOIN downloads dl ON dl.id = dv.download_id
+		WHERE dv.id = ?`, id))
+}
+
+// lockDelivery reads delivery id under its download key's lock.
+func (t tx) lockDelivery(id string) (dvRow, error) {
+	dv, err := t.delivery(id)
+	if err != nil || !dv.open {
+		return dv, err
+	}
+	if _, err := t.lockKey(dv.User, dv.Video, dv.Type); err != nil {
+		return dv, err
+	}
+	// Read again under the lock: another replica may have settled it meanwhile.
+	return t.delivery(id)
+}
+
+// Respond implements [Ledger].
+func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Response) error {
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	err := s.inTx(ctx, func(t tx) error {
+		dv, err := t.lockDelivery(id)
+		if err != nil {
+			return err
+		}
+		if !dv.open {
+			return ErrSettled
+		}
+		d, err := t.download(dv.DownloadID)
+		if err != nil {
+			return err
+		}
+		rule := rule.WithDefaults()
+		rule.Mode = Mode(d.mode)
+		open, err := t.claims(d.id)
+		if err != nil {
+			return err
+		}
+		body := r.Body
+		if body.Empty() {
+			body = billing.Interval{Start: dv.claimStart, End: dv.claimStart}
+		}
+		if !body.Empty() && !billing.SameFile(d.state.Size, d.etag, r.Size, r.ETag) {
+			if d.state.Sent == 0 && len(open) == 1 {
+				// Nothing was delivered of the file this download took: it
+				// simply becomes a download of the new one.
+				d.state.Size, d.etag = 0, ""
+			} else {
+				if d, open, err = t.rehome(rule, dv, d, open, r); err != nil {
+					return err
+				}
+			}
+		}
+		if d.state.Size == 0 && r.Size > 0 {
+			d.state.Size = r.Size
+		}
+		if d.etag == "" {
+			d.etag = r.ETag
+		}
+		for i := range open {
+			if open[i].id == id {
+				open[i].claim.Range = body
+			}
+		}
+		target := rule.Reserve(d.state, only(open))
+		if err := t.moveReservation(d.user, d.period, dv.Plan, target-d.reserved, dv.limit); err != nil {
+			return err
+		}
+		d.reserved = target
+		d.lastAt = max(d.lastAt, r.At.UnixMicro())
+		if err := t.saveDownload(d); err != nil {
+			return err
+		}
+		_, err = t.exec(`UPDATE deliveries SET download_id = ?, claim_start = ?, claim_end = ?, beat_at = ? WHERE id = ?`,
+			d.id, body.Start, body.End, r.At.UnixMicro(), id)
+		return err
+	})
+	if err != nil {
+		var qe *QuotaError
+		if errors.As(err, &qe) {
+			return qe
+		}
+		return fmt.Errorf("respond %s: %w", id, err)
+	}
+	return nil
+}
+
+// rehome moves delivery dv out of download d, whose file was another, into a
+// new download of the file r describes, which becomes its key's current one.
+func (t tx) rehome(rule billing.Rule, dv dvRow, d dlRow, open []claimRow, r Response) (dlRow, []claimRow, error) {
+	var rest []claimRow
+	var mine claimRow
+	for _, c := range open {
+		if c.id == dv.DeliveryID {
+			mine = c
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	target := rule.Reserve(d.state, only(rest))
+	if err := t.moveReservation(d.user, d.period, dv.Plan, target-d.reserved, dv.limit); err != nil {
+		return d, nil, err
+	}
+	d.reserved = target
+	if err := t.saveDownload(d); err != nil {
+		return d, nil, err
+	}
+	at := r.At.UnixMicro()
+	nd := dlRow{
+		id: newID(), user: d.user, video: d.video, typ: d.typ, mode: d.mode, period: d.period,
+		duration: d.duration, etag: r.ETag, startedAt: at, lastAt: at,
+		state: billing.Download{Full: d.state.Full, Size: r.Size},
+	}
+	if err := t.insertDownload(nd); err != nil {
+		return d, nil, err
+	}
+	if _, err := t.exec(`UPDATE download_keys SET download_id = ? WHERE user_id = ? AND video = ? AND type = ?`,
+		nd.id, d.user, d.video, d.typ); err != nil {
+		return d, nil, err
+	}
+	if _, err := t.exec(`UPDATE deliveries SET download_id = ?, started = 1 WHERE id = ?`, nd.id, dv.DeliveryID); err != nil {
+		return d, nil, err
+	}
+	return nd, []claimRow{mine}, nil
+}
+
+// Progress implements [Ledger].
+func (s *store) Progress(ctx context.Context, rule billing.Rule, id string, p Progress) error {
+	err := s.inTx(ctx, func(t tx) error {
+		_, err := t.advance(rule, id, p, nil, 0)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("progress %s: %w", id, err)
+	}
+	return nil
+}
+
+// Settle implements [Ledger].
+func (s *store) Settle(ctx context.Context, rule billing.Rule, id string, st Settlement) (Settled, error) {
+	var out dvRow
+	err := s.inTx(ctx, func(t tx) error {
+		var err error
+		out, err = t.advance(rule, id, st.Progress, &st, 0)
+		return err
+	})
+	if err != nil {
+		return Settled{}, fmt.Errorf("settle %s: %w", id, err)
+	}
+	return out.Settled, nil
+}
+
+// advance delivers what p adds to delivery id's progress into its download,
+// bills it, and, with st, closes the delivery. staleBefore > 0 leaves alone a
+// delivery written at or after it (recovery: its process is alive). It returns
+// the row as it stands after.
+func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, staleBefore int64) (dvRow, error) {
+	if p.At.IsZero() {
+		p.At = time.Now()
+	}
+	dv, err := t.lockDelivery(id)
+	if err != nil || !dv.open || (staleBefore > 0 && dv.beatAt >= staleBefore) {
+		return dv, err
+	}
+	d, err := t.download(dv.DownloadID)
+	if err != nil {
+		return dv, err
+	}
+	rule = rule.WithDefaults()
+	rule.Mode = Mode(d.mode)
+
+	claimLen := dv.claimEnd - dv.claimStart
+	switch {
+	case dv.claimEnd != billing.Unknown:
+	case d.state.Size > 0:
+		claimLen = max(d.state.Size-dv.claimStart, 0)
+	default:
+		claimLen = p.Acked // a body of unknown length: nothing to bound it by
+	}
+	acked := min(max(p.Acked, dv.Acked), max(claimLen, dv.Acked))
+	var bill int64
+	if acked > dv.Acked {
+		d.state, bill = rule.Deliver(d.state, billing.Interval{Start: dv.claimStart + dv.Acked, End: dv.claimStart + acked})
+	}
+	streamBytes := max(p.StreamBytes, dv.StreamBytes)
+	streamM := dv.streamM
+	if d.state.Size > 0 {
+		streamM = billing.Share(d.state.Full, streamBytes, d.state.Size)
+	}
+	open, err := t.claims(d.id)
+	if err != nil {
+		return dv, err
+	}
+	var still []claimRow
+	for _, c := range open {
+		if c.id == id {
+			if st != nil {
+				continue
+			}
+			c.claim.Acked = acked
+		}
+		still = append(still, c)
+	}
+	target := rule.Reserve(d.state, only(still))
+	at := p.At.UnixMicro()
+	if _, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + ?, reserved_micro = reserved_micro + ?,
+			stream_micro = stream_micro + ? WHERE user_id = ? AND period = ?`,
+		bill, target-d.reserved, streamM-dv.streamM, d.user, d.period); err != nil {
+		return dv, err
+	}
+	d.reserved = target
+	d.lastAt = max(d.lastAt, at)
+	if err := t.saveDownload(d); err != nil {
+		return dv, err
+	}
+	source := p.Source
+	if source == "" {
+		source = dv.AckedSource
+	}
+	if _, err := t.exec(`UPDATE deliveries SET acked = ?, acked_source = ?, written = ?, stream_bytes = ?,
+			minutes_micro = minutes_micro + ?, stream_micro = ?, beat_at = ? WHERE id = ?`,
+		acked, source, max(p.Written, dv.Written), streamBytes, bill, streamM, at, id); err != nil {
+		return dv, err
+	}
+	if st != nil {
+		if _, err := t.exec(`UPDATE deliveries SET status = ?, reason = ?, settled_at = ? WHERE id = ?`,
+			st.Outcome.String(), st.Reason, at, id); err != nil {
+			return dv, err
+		}
+	}
+	return t.delivery(id)
+}
+
+// Charge implements [Ledger].
+func (s *store) Charge(ctx context.Context, req OpenRequest, status Outcome) (Settled, error) {
+	if err := req.check(); err != nil {
+		return Settled{}, err
+	}
+	full := toMicro(req.Duration / 60)
+	at := req.At.UnixMicro()
+	var out dvRow
+	err := s.inTx(ctx, func(t tx) error {
+		if err := t.ensurePeriod(req.User, req.Period); err != nil {
+			return err
+		}
+		lim := limitMicro(req.Limit)
+		res, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + ?
+			WHERE user_id = ? AND period = ? AND (? = 0 OR ? < 0 OR used_micro + reserved_micro + ? <= ?)`,
+			full, req.User, req.Period, full, lim, full, lim)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			u, err := t.usage(req.User, req.Period)
+			if err != nil {
+				return err
+			}
+			return &QuotaError{Usage: u.withLimit(req.Plan, req.Limit), Requested: fromMicro(full)}
+		}
+		if err := t.insertDownload(dlRow{
+			id: req.NewDownloadID, user: req.User, video: req.Video, typ: string(req.Type), mode: "direct",
+			period: req.Period, duration: req.Duration, startedAt: at, lastAt: at,
+			state: billing.Download{Full: full, Billed: full},
+		}); err != nil {
+			return err
+		}
+		if _, err := t.exec(`INSERT INTO deliveries (id, download_id, started, user_id, plan, video, type, mode, period,
+				duration, claim_start, claim_end, limit_micro, minutes_micro, country, client_ip, request_id,
+				status, opened_at, beat_at, settled_at)
+			VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			req.ID, req.NewDownloadID, req.User, req.Plan, req.Video, string(req.Type), "direct", req.Period,
+			req.Duration, lim, full, req.Country, req.ClientIP, req.RequestID, status.String(), at, at, at); err != nil {
+			return err
+		}
+		out, err = t.delivery(req.ID)
+		return err
+	})
+	if err != nil {
+		var qe *QuotaError
+		if errors.As(err, &qe) {
+			return Settled{}, qe
+		}
+		return Settled{}, fmt.Errorf("charge: %w", err)
+	}
+	return out.Settled, nil
+}
+
+// Heartbeat implements [Ledger]. A ledger one process owns keeps no sign of
+// life: it recovers only at start.
+func (s *store) Heartbeat(ctx context.Context, ids []string, at time.Time) error {
+	if s.stale == 0 || len(ids) == 0 {
+		return nil
+	}
+	// One statement per call; IDs travel as one comma-joined parameter so the
+	// statement reads the same in both dialects.
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE deliveries SET beat_at = ?
+		WHERE settled_at IS NULL AND id = ANY(string_to_array(?, ','))`), at.UnixMicro(), strings.Join(ids, ","))
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Recover implements [Ledger].
+func (s *store) Recover(ctx context.Context, rule billing.Rule, now time.Time) ([]Settled, error) {
+	query := `SELECT id FROM deliveries WHERE settled_at IS NULL ORDER BY opened_at, id`
+	var args []any
+	var cutoff int64
+	reason := "settled from the last checkpoint after a restart"
+	if s.stale > 0 {
+		cutoff = now.Add(-s.stale).UnixMicro()
+		query = `SELECT id FROM deliveries WHERE settled_at IS NULL AND beat_at < ? ORDER BY beat_at, id`
+		args = append(args, cutoff)
+		reason = fmt.Sprintf("settled from the last checkpoint: no process wrote it for %s", s.stale)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("recover: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	var out []Settled
+	for _, id := range ids {
+		var dv dvRow
+		var done bool
+		err := s.inTx(ctx, func(t tx) error {
+			cur, err := t.lockDelivery(id)
+			if err != nil || !cur.open {
+				return err
+			}
+			st := Settlement{Outcome: Recovered, Reason: reason,
+				Progress: Progress{Acked: cur.Acked, Written: cur.Written, StreamBytes: cur.StreamBytes, At: now}}
+			dv, err = t.advance(rule, id, st.Progress, &st, cutoff)
+			done = err == nil && !dv.open
+			return err
+		})
+		if err != nil {
+			return out, fmt.Errorf("recover %s: %w", id, err)
+		}
+		if done {
+			out = append(out, dv.Settled)
+		}
+	}
+	return out, nil
+}
+
+// Usage implements [Ledger].
+func (s *store) Usage(ctx context.Context, user, period string) (Usage, error) {
+	var used, reserved, streamM int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT used_micro, reserved_micro, stream_micro FROM quota_periods
+		WHERE user_id = ? AND period = ?`), user, period).Scan(&used, &reserved, &streamM)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Usage{}, fmt.Errorf("usage: %w", err)
+	}
+	return Usage{Period: period, MinutesUsed: fromMicro(used), MinutesReserved: fromMicro(reserved), StreamMinutes: fromMicro(streamM)}, nil
+}
+
+// Report implements [Ledger].
+func (s *store) Report(ctx context.Context, period string) ([]ReportRow, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT user_id,
+			COUNT(DISTINCT CASE WHEN acked > 0 OR minutes_micro > 0 THEN download_id END),
+			SUM(CASE WHEN acked > 0 OR minutes_micro > 0 THEN 1 ELSE 0 END),
+			CAST(COALESCE(SUM(minutes_micro), 0) AS BIGINT),
+			CAST(COALESCE(SUM(stream_micro), 0) AS BIGINT),
+			CAST(COALESCE(SUM(acked), 0) AS BIGINT),
+			CAST(COALESCE(SUM(stream_bytes), 0) AS BIGINT)
+		FROM deliveries
+		WHERE period = ? AND settled_at IS NOT NULL
+		GROUP BY user_id
+		ORDER BY user_id`), period)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	defer rows.Close()
+	var out []ReportRow
+	for rows.Next() {
+		var r ReportRow
+		var minutes, streamM int64
+		if err := rows.Scan(&r.User, &r.Downloads, &r.Deliveries, &minutes, &streamM, &r.Bytes, &r.StreamBytes); err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		r.Minutes, r.StreamMinutes = fromMicro(minutes), fromMicro(streamM)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	return out, nil
+}
+
+// Ping implements [Ledger].
+func (s *store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// rangeText is the range as a request header's value, "" for none.
+func rangeText(r billing.Range) string {
+	switch {
+	case r.Suffix > 0:
+		return "bytes=-" + strconv.FormatInt(r.Suffix, 10)
+	case r.First < 0:
+		return ""
+	case r.Last < 0:
+		return "bytes=" + strconv.FormatInt(r.First, 10) + "-"
+	}
+	return "bytes=" + strconv.FormatInt(r.First, 10) + "-" + strconv.FormatInt(r.Last, 10)
+}
