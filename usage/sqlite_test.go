@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/usage"
 	"github.com/streamgate/streamgate/usage/ledgertest"
 )
@@ -45,15 +46,12 @@ func TestOpenSQLite(t *testing.T) {
 
 	// Opening twice applies the migrations once and keeps the data.
 	l := openFile(t, path)
-	d := ledgertest.Open("alice", 5)
-	if err := l.Reserve(ctx, d, -1); err != nil {
-		t.Fatalf("Reserve: %v", err)
-	}
+	ledgertest.MustOpen(t, l, ledgertest.Prop, ledgertest.Request("alice", billing.Whole))
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	l = openFile(t, path)
-	ledgertest.WantUsage(t, l, "alice", usage.Period(ledgertest.T0), 0, 5)
+	ledgertest.WantUsage(t, l, "alice", usage.Period(ledgertest.T0), 0, 10)
 
 	tests := []struct {
 		name, path string

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/stream"
 	"github.com/streamgate/streamgate/usage"
 )
@@ -26,23 +27,43 @@ import (
 // T0 is the instant the suite's deliveries open at: mid-March 2026, UTC.
 var T0 = time.Date(2026, time.March, 15, 12, 0, 0, 0, time.UTC)
 
+// The suite's file: a 10-minute video of Size bytes.
+const (
+	Video    = "0123456789abcdef0123456789abcdef"
+	Duration = 600.0
+	Size     = 24 << 20
+	ETag     = `"v1"`
+)
+
+// Rules the suite bills by.
+var (
+	Prop   = billing.Rule{Mode: billing.Proportional, Window: time.Hour}
+	PerDl  = billing.Rule{Mode: billing.PerDownload, Window: time.Hour, CopiesPerCharge: 2}
+	Period = usage.Period(T0)
+)
+
 // Run runs every conformance test against the ledgers open returns.
 func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, l usage.Ledger)
 	}{
-		{"ReserveSettleArithmetic", testReserveSettle},
+		{"OpenProgressSettle", testOpenProgressSettle},
 		{"SettleIsIdempotent", testSettleIdempotent},
-		{"RefusalCarriesFigures", testRefusal},
-		{"RefusalRecordsNothing", testRefusalRecordsNothing},
-		{"UnlimitedAndZero", testUnlimitedAndZero},
-		{"Adjust", testAdjust},
-		{"OncePerDownload", testOncePerDownload},
-		{"CheckpointAndRecover", testCheckpointRecover},
-		{"Heartbeat", testHeartbeat},
-		{"ConcurrentReserve", testConcurrentReserve},
-		{"FindAndTouchDownload", testFindDownload},
+		{"RefusalCarriesFiguresAndRecordsNothing", testRefusal},
+		{"Unlimited", testUnlimited},
+		{"SizeLearntFromResponse", testRespond},
+		{"NoBodyReleases", testNoBody},
+		{"AnotherFileStartsADownload", testAnotherFile},
+		{"GrowingClaimChecked", testGrowingClaim},
+		{"ResumeJoinsWithinWindow", testResumeWindow},
+		{"SegmentsBilledOnce", func(t *testing.T, l usage.Ledger) { SegmentsConcurrently(t, []usage.Ledger{l}, Prop) }},
+		{"SegmentsBilledOncePerDownload", func(t *testing.T, l usage.Ledger) { SegmentsConcurrently(t, []usage.Ledger{l}, PerDl) }},
+		{"PaidDownloadNeverRefused", testPaidNeverRefused},
+		{"PerDownloadCopies", testCopies},
+		{"ProgressAndRecover", testRecover},
+		{"ConcurrentOpen", func(t *testing.T, l usage.Ledger) { OpenConcurrently(t, []usage.Ledger{l}) }},
+		{"Charge", testCharge},
 		{"Report", testReport},
 		{"PeriodsAreSeparate", testPeriods},
 		{"UnknownDelivery", testUnknown},
@@ -59,392 +80,389 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 
 var seq atomic.Int64
 
-// Open returns an open delivery of user that starts its own download and reserves
-// reserve minutes in T0's period.
-func Open(user string, reserve float64) usage.OpenDelivery {
+// Request returns an open request of user for the suite's file with range rg,
+// at T0, with its size and ETag known.
+func Request(user string, rg billing.Range) usage.OpenRequest {
 	n := seq.Add(1)
-	return usage.OpenDelivery{
-		ID:          fmt.Sprintf("dlv-%d", n),
-		DownloadID:  fmt.Sprintf("dwn-%d", n),
-		NewDownload: true,
-		User:        user,
-		Plan:        "basic",
-		Video:       "0123456789abcdef0123456789abcdef",
-		Type:        stream.Default,
-		Mode:        usage.Proportional,
-		Period:      usage.Period(T0),
-		Duration:    600,
-		Reserve:     reserve,
-		RangeStart:  -1,
-		RangeEnd:    -1,
-		Country:     "CH",
-		At:          T0,
+	return usage.OpenRequest{
+		ID:            fmt.Sprintf("dlv-%d", n),
+		NewDownloadID: fmt.Sprintf("dwn-%d", n),
+		User:          user,
+		Plan:          "basic",
+		Video:         Video,
+		Type:          stream.Default,
+		Limit:         -1,
+		Period:        Period,
+		Duration:      Duration,
+		Range:         rg,
+		Size:          Size,
+		ETag:          ETag,
+		Country:       "CH",
+		ClientIP:      "192.0.2.1",
+		RequestID:     fmt.Sprintf("req-%d", n),
+		At:            T0,
 	}
 }
+
+// Bytes is a byte range request first..last.
+func Bytes(first, last int64) billing.Range { return billing.Range{First: first, Last: last} }
 
 func ctx() context.Context { return context.Background() }
 
-// WantUsage fails t unless user's used and reserved minutes in period are as given.
-func WantUsage(t testing.TB, l usage.Ledger, user, period string, used, reserved float64) {
+// MustOpen opens req or fails the test.
+func MustOpen(t testing.TB, l usage.Ledger, rule billing.Rule, req usage.OpenRequest) usage.Opened {
 	t.Helper()
-	u, err := l.Usage(ctx(), user, period)
+	op, err := l.Open(ctx(), rule, req)
 	if err != nil {
-		t.Fatalf("Usage(%s, %s): %v", user, period, err)
+		t.Fatalf("Open %s: %v", req.ID, err)
 	}
-	if !near(u.MinutesUsed, used) || !near(u.MinutesReserved, reserved) {
-		t.Fatalf("Usage(%s, %s) = used %v reserved %v, want used %v reserved %v",
-			user, period, u.MinutesUsed, u.MinutesReserved, used, reserved)
-	}
-	if u.Period != period {
-		t.Fatalf("Usage period = %q, want %q", u.Period, period)
-	}
+	return op
 }
 
-func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
-
-func mustReserve(t *testing.T, l usage.Ledger, d usage.OpenDelivery, limit float64) {
+// MustSettle settles id with acked bytes delivered, or fails the test.
+func MustSettle(t testing.TB, l usage.Ledger, rule billing.Rule, id string, acked int64) usage.Settled {
 	t.Helper()
-	if err := l.Reserve(ctx(), d, limit); err != nil {
-		t.Fatalf("Reserve(%s, %v of %v): %v", d.ID, d.Reserve, limit, err)
-	}
-}
-
-func mustSettle(t *testing.T, l usage.Ledger, id string, s usage.Settlement) usage.Settled {
-	t.Helper()
-	if s.At.IsZero() {
-		s.At = T0.Add(time.Minute)
-	}
-	st, err := l.Settle(ctx(), id, s)
+	st, err := l.Settle(ctx(), rule, id, usage.Settlement{Outcome: usage.Complete,
+		Progress: usage.Progress{Acked: acked, Written: acked, StreamBytes: acked, Source: "test", At: T0.Add(time.Minute)}})
 	if err != nil {
-		t.Fatalf("Settle(%s): %v", id, err)
+		t.Fatalf("Settle %s: %v", id, err)
 	}
 	return st
 }
 
-func testReserveSettle(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	a, b := Open("alice", 10), Open("alice", 2.5)
-	mustReserve(t, l, a, 30)
-	mustReserve(t, l, b, 30)
-	WantUsage(t, l, "alice", p, 0, 12.5)
+// WantUsage checks the user's used and reserved minutes in period.
+func WantUsage(t testing.TB, l usage.Ledger, user, period string, used, reserved float64) {
+	t.Helper()
+	u, err := l.Usage(ctx(), user, period)
+	if err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	if !near(u.MinutesUsed, used) || !near(u.MinutesReserved, reserved) {
+		t.Fatalf("%s in %s: used %.6f reserved %.6f, want used %.6f reserved %.6f",
+			user, period, u.MinutesUsed, u.MinutesReserved, used, reserved)
+	}
+}
 
-	st := mustSettle(t, l, a.ID, usage.Settlement{Status: "complete", Bytes: 4000, TotalSize: 10000, Minutes: 4})
-	WantUsage(t, l, "alice", p, 4, 2.5)
-	if st.Status != "complete" || st.Bytes != 4000 || !near(st.Minutes, 4) || !near(st.Reserved, 10) ||
-		st.DeliveryID != a.ID || st.DownloadID != a.DownloadID || !st.StartedDownload || st.User != "alice" ||
-		st.Plan != "basic" || st.Video != a.Video || st.Type != stream.Default || st.Mode != usage.Proportional ||
-		st.Period != p || st.Country != "CH" || st.TotalSize != 10000 || st.Duration != 600 ||
-		st.RangeStart != -1 || st.RangeEnd != -1 || !st.OpenedAt.Equal(T0) || !st.SettledAt.Equal(T0.Add(time.Minute)) {
-		t.Fatalf("Settle = %+v", st)
-	}
+func near(a, b float64) bool { return math.Abs(a-b) < 2e-6 }
 
-	// Sums are exact: ten times 0.1 minutes is 1, where float64 sums to 0.9999999999999999.
-	for range 10 {
-		d := Open("bob", 1)
-		mustReserve(t, l, d, -1)
-		mustSettle(t, l, d.ID, usage.Settlement{Status: "complete", Bytes: 1, Minutes: 0.1})
+func testOpenProgressSettle(t *testing.T, l usage.Ledger) {
+	req := Request("alice", billing.Whole)
+	op := MustOpen(t, l, Prop, req)
+	if !op.Started || op.DownloadID != req.NewDownloadID || op.Claim != (billing.Interval{Start: 0, End: Size}) || !near(op.Reserved, 10) {
+		t.Fatalf("Open = %+v", op)
 	}
-	if u, err := l.Usage(ctx(), "bob", p); err != nil || u.MinutesUsed != 1 || u.MinutesReserved != 0 {
-		t.Fatalf("Usage(bob) = %+v, %v; want exactly 1 used, 0 reserved", u, err)
+	WantUsage(t, l, "alice", Period, 0, 10)
+	if err := l.Progress(ctx(), Prop, req.ID, usage.Progress{Acked: Size / 4, Written: Size / 2, StreamBytes: Size / 2, At: T0}); err != nil {
+		t.Fatal(err)
 	}
-
-	st = mustSettle(t, l, b.ID, usage.Settlement{Status: "client_gone", Bytes: 0})
-	if st.Minutes != 0 {
-		t.Fatalf("a delivery settled with 0 minutes billed %v", st.Minutes)
+	WantUsage(t, l, "alice", Period, 2.5, 7.5)
+	// Progress never goes back.
+	if err := l.Progress(ctx(), Prop, req.ID, usage.Progress{Acked: Size / 8, At: T0}); err != nil {
+		t.Fatal(err)
 	}
-	WantUsage(t, l, "alice", p, 4, 0)
+	WantUsage(t, l, "alice", Period, 2.5, 7.5)
+	st := MustSettle(t, l, Prop, req.ID, Size/2)
+	WantUsage(t, l, "alice", Period, 5, 0)
+	if st.Status != "complete" || st.Acked != Size/2 || !near(st.Minutes, 5) || st.Size != Size ||
+		st.StreamBytes != Size/2 || !near(st.StreamMinutes, 5) || !st.StartedDownload || st.User != "alice" {
+		t.Fatalf("Settled = %+v", st)
+	}
+	u, _ := l.Usage(ctx(), "alice", Period)
+	if !near(u.StreamMinutes, 5) {
+		t.Fatalf("stream minutes %.6f, want 5", u.StreamMinutes)
+	}
 }
 
 func testSettleIdempotent(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	d := Open("alice", 10)
-	mustReserve(t, l, d, 30)
-	first := mustSettle(t, l, d.ID, usage.Settlement{Status: "complete", Bytes: 100, Minutes: 6})
-	again := mustSettle(t, l, d.ID, usage.Settlement{Status: "shutdown", Bytes: 999, Minutes: 9, At: T0.Add(time.Hour)})
-	if again != first {
-		t.Fatalf("second Settle = %+v, want the first %+v", again, first)
+	req := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, req)
+	first := MustSettle(t, l, Prop, req.ID, Size)
+	again := MustSettle(t, l, Prop, req.ID, 2*Size)
+	if again.Acked != first.Acked || again.Minutes != first.Minutes || again.Status != first.Status {
+		t.Fatalf("second Settle = %+v, first %+v", again, first)
 	}
-	WantUsage(t, l, "alice", p, 6, 0)
-	if err := l.Checkpoint(ctx(), d.ID, 5000, 8, 0, T0.Add(2*time.Minute)); err != nil {
-		t.Fatalf("Checkpoint after Settle: %v", err)
-	}
-	if err := l.Adjust(ctx(), d.ID, 1); !errors.Is(err, usage.ErrSettled) {
-		t.Fatalf("Adjust after Settle = %v, want ErrSettled", err)
-	}
-	got, err := l.Recover(ctx(), T0.Add(2*time.Hour))
-	if err != nil || len(got) != 0 {
-		t.Fatalf("Recover = %v, %v; want nothing open", got, err)
-	}
-	WantUsage(t, l, "alice", p, 6, 0)
+	WantUsage(t, l, "alice", Period, 10, 0)
 }
 
 func testRefusal(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	a := Open("alice", 4)
-	mustReserve(t, l, a, 30)
-	mustSettle(t, l, a.ID, usage.Settlement{Status: "complete", Bytes: 1, Minutes: 4})
-	b := Open("alice", 20)
-	mustReserve(t, l, b, 30)
+	first := Request("alice", billing.Whole)
+	first.Limit = 15
+	MustOpen(t, l, Prop, first)
+	other := Request("alice", billing.Whole)
+	other.Video, other.Limit = "ffffffffffffffffffffffffffffffff", 15
+	_, err := l.Open(ctx(), Prop, other)
+	var qe *usage.QuotaError
+	if !errors.As(err, &qe) || !errors.Is(err, usage.ErrQuotaExceeded) {
+		t.Fatalf("Open past the limit: %v, want a *QuotaError", err)
+	}
+	if !near(qe.Requested, 10) || !near(qe.Usage.MinutesReserved, 10) || !near(qe.Usage.MinutesRemaining, 5) ||
+		qe.Usage.MinutesLimit != 15 || qe.Usage.Plan != "basic" {
+		t.Fatalf("refusal figures: %+v", qe)
+	}
+	// Nothing was recorded: a later request of that video starts afresh.
+	if _, err := l.Settle(ctx(), Prop, other.ID, usage.Settlement{Outcome: usage.Complete}); !errors.Is(err, usage.ErrNotFound) {
+		t.Fatalf("refused delivery was recorded: %v", err)
+	}
+	WantUsage(t, l, "alice", Period, 0, 10)
+}
 
-	c := Open("alice", 6.5)
-	err := l.Reserve(ctx(), c, 30)
+func testUnlimited(t *testing.T, l usage.Ledger) {
+	for range 5 {
+		req := Request("alice", billing.Whole)
+		req.Video = fmt.Sprintf("%032x", seq.Add(1))
+		MustOpen(t, l, Prop, req)
+	}
+	WantUsage(t, l, "alice", Period, 0, 50)
+}
+
+// testRespond: a request for a file of unknown size reserves the whole
+// duration; Stream's answer trues it up to the range.
+func testRespond(t *testing.T, l usage.Ledger) {
+	req := Request("alice", Bytes(Size/2, -1))
+	req.Size, req.ETag = 0, ""
+	op := MustOpen(t, l, Prop, req)
+	if op.Claim.End != billing.Unknown {
+		t.Fatalf("claim with unknown size = %v", op.Claim)
+	}
+	WantUsage(t, l, "alice", Period, 0, 10)
+	if err := l.Respond(ctx(), Prop, req.ID, usage.Response{Size: Size, ETag: ETag, Body: billing.Interval{Start: Size / 2, End: Size}, At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	WantUsage(t, l, "alice", Period, 0, 5)
+	st := MustSettle(t, l, Prop, req.ID, Size/2)
+	if !near(st.Minutes, 5) || st.Size != Size {
+		t.Fatalf("Settled = %+v", st)
+	}
+	WantUsage(t, l, "alice", Period, 5, 0)
+}
+
+func testNoBody(t *testing.T, l usage.Ledger) {
+	req := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, req)
+	if err := l.Respond(ctx(), Prop, req.ID, usage.Response{At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	WantUsage(t, l, "alice", Period, 0, 0)
+	st := MustSettle(t, l, Prop, req.ID, 500) // bytes of an error body are not the file's
+	if st.Acked != 0 || st.Minutes != 0 {
+		t.Fatalf("a response without the file billed: %+v", st)
+	}
+	WantUsage(t, l, "alice", Period, 0, 0)
+}
+
+func testAnotherFile(t *testing.T, l usage.Ledger) {
+	a := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, a)
+	MustSettle(t, l, Prop, a.ID, Size)
+	b := Request("alice", billing.Whole)
+	op := MustOpen(t, l, Prop, b)
+	if op.Started || op.DownloadID != a.NewDownloadID || op.Reserved != 0 {
+		t.Fatalf("a request of a held file: %+v", op)
+	}
+	// Stream answers with another file (re-encoded): it is a new download, billed.
+	if err := l.Respond(ctx(), Prop, b.ID, usage.Response{Size: Size, ETag: `"v2"`, Body: billing.Interval{End: Size}, At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	WantUsage(t, l, "alice", Period, 10, 10)
+	st := MustSettle(t, l, Prop, b.ID, Size)
+	if st.DownloadID == a.NewDownloadID || !st.StartedDownload || !near(st.Minutes, 10) {
+		t.Fatalf("delivery of another file: %+v", st)
+	}
+	WantUsage(t, l, "alice", Period, 20, 0)
+}
+
+func testGrowingClaim(t *testing.T, l usage.Ledger) {
+	req := Request("alice", Bytes(0, Size/10-1))
+	req.Limit = 5
+	op := MustOpen(t, l, Prop, req)
+	if !near(op.Reserved, 1) {
+		t.Fatalf("reserved %.6f, want 1", op.Reserved)
+	}
+	// Stream ignores the range (an If-Range that no longer matched): the whole
+	// file would take the user past the limit.
+	err := l.Respond(ctx(), Prop, req.ID, usage.Response{Size: Size, ETag: ETag, Body: billing.Interval{End: Size}, At: T0})
 	if !errors.Is(err, usage.ErrQuotaExceeded) {
-		t.Fatalf("Reserve past the limit = %v, want ErrQuotaExceeded", err)
+		t.Fatalf("Respond past the limit: %v", err)
 	}
-	var qe *usage.QuotaError
-	if !errors.As(err, &qe) {
-		t.Fatalf("Reserve error %T is not a *QuotaError", err)
-	}
-	want := usage.Usage{Period: p, Plan: "basic", MinutesLimit: 30, MinutesUsed: 4, MinutesReserved: 20, MinutesRemaining: 6}
-	if qe.Usage != want || !near(qe.Requested, 6.5) {
-		t.Fatalf("QuotaError = %+v requested %v, want %+v requested 6.5", qe.Usage, qe.Requested, want)
-	}
-	if qe.Error() == "" {
-		t.Fatal("QuotaError has no message")
-	}
-
-	// Exactly what remains still fits.
-	c.Reserve = 6
-	mustReserve(t, l, c, 30)
-	WantUsage(t, l, "alice", p, 4, 26)
+	WantUsage(t, l, "alice", Period, 0, 1)
+	MustSettle(t, l, Prop, req.ID, 0)
+	WantUsage(t, l, "alice", Period, 0, 0)
 }
 
-func testRefusalRecordsNothing(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	d := Open("alice", 31)
-	if err := l.Reserve(ctx(), d, 30); !errors.Is(err, usage.ErrQuotaExceeded) {
-		t.Fatalf("Reserve = %v, want ErrQuotaExceeded", err)
+func testResumeWindow(t *testing.T, l usage.Ledger) {
+	first := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, first)
+	MustSettle(t, l, Prop, first.ID, Size/2)
+	// A resume 30 minutes later joins and pays for the rest only.
+	resume := Request("alice", Bytes(Size/2-1000, -1))
+	resume.At = T0.Add(30 * time.Minute)
+	op := MustOpen(t, l, Prop, resume)
+	if op.Started || op.DownloadID != first.NewDownloadID {
+		t.Fatalf("resume within the window: %+v", op)
 	}
-	if _, err := l.Settle(ctx(), d.ID, usage.Settlement{Status: "complete"}); !errors.Is(err, usage.ErrNotFound) {
-		t.Fatalf("Settle of a refused delivery = %v, want ErrNotFound", err)
+	MustSettle(t, l, Prop, resume.ID, Size/2+1000)
+	WantUsage(t, l, "alice", Period, 10, 0)
+	// Past the window (from the last activity, the resume's settlement at T0+1m
+	// or its opening at T0+30m), a request starts a fresh download.
+	late := Request("alice", billing.Whole)
+	late.At = T0.Add(91 * time.Minute)
+	op = MustOpen(t, l, Prop, late)
+	if !op.Started {
+		t.Fatalf("request past the window joined: %+v", op)
 	}
-	if _, ok, err := l.FindDownload(ctx(), usage.DownloadKey{User: "alice", Video: d.Video, Type: d.Type}, time.Time{}); err != nil || ok {
-		t.Fatalf("FindDownload after a refusal = %v, %v; want no download", ok, err)
+	// Another user, or type, never joins alice's download.
+	bob := Request("bob", billing.Whole)
+	bob.At = late.At
+	if op := MustOpen(t, l, Prop, bob); !op.Started {
+		t.Fatalf("another user's request joined: %+v", op)
 	}
-	// A delivery ID used twice is refused and leaks no reservation.
-	ok := Open("alice", 5)
-	mustReserve(t, l, ok, 30)
-	dup := ok
-	dup.DownloadID, dup.Reserve = "dwn-dup-"+ok.ID, 7
-	if err := l.Reserve(ctx(), dup, 30); err == nil {
-		t.Fatal("Reserve with a duplicate delivery ID succeeded")
-	}
-	WantUsage(t, l, "alice", p, 0, 5)
-}
-
-func testUnlimitedAndZero(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	big := Open("alice", 1e6)
-	mustReserve(t, l, big, -1)
-	WantUsage(t, l, "alice", p, 0, 1e6)
-	mustSettle(t, l, big.ID, usage.Settlement{Status: "complete", Bytes: 1, Minutes: 1e6})
-
-	// Over the limit (used 1e6 > 30), a zero reservation is still allowed: a
-	// continuation of a paid download is never refused.
-	zero := Open("alice", 0)
-	mustReserve(t, l, zero, 30)
-	one := Open("alice", 0.000001)
-	if err := l.Reserve(ctx(), one, 30); !errors.Is(err, usage.ErrQuotaExceeded) {
-		t.Fatalf("Reserve over the limit = %v, want ErrQuotaExceeded", err)
-	}
-	WantUsage(t, l, "alice", p, 1e6, 0)
-}
-
-func testAdjust(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	a, b := Open("alice", 10), Open("alice", 10)
-	mustReserve(t, l, a, 30)
-	mustReserve(t, l, b, 30)
-	if err := l.Adjust(ctx(), a.ID, 2.5); err != nil {
-		t.Fatalf("Adjust down: %v", err)
-	}
-	WantUsage(t, l, "alice", p, 0, 12.5)
-	if err := l.Adjust(ctx(), a.ID, 20); err != nil {
-		t.Fatalf("Adjust up to the limit: %v", err)
-	}
-	WantUsage(t, l, "alice", p, 0, 30)
-	err := l.Adjust(ctx(), a.ID, 20.5)
-	var qe *usage.QuotaError
-	if !errors.As(err, &qe) || !near(qe.Requested, 0.5) || !near(qe.Usage.MinutesLimit, 30) {
-		t.Fatalf("Adjust past the limit = %v, want a QuotaError asking 0.5 of a 30 limit", err)
-	}
-	WantUsage(t, l, "alice", p, 0, 30)
-	if err := l.Adjust(ctx(), a.ID, -3); err != nil {
-		t.Fatalf("Adjust to below 0: %v", err)
-	}
-	WantUsage(t, l, "alice", p, 0, 10)
-	st := mustSettle(t, l, a.ID, usage.Settlement{Status: "complete"})
-	if st.Reserved != 0 {
-		t.Fatalf("settled Reserved = %v, want the adjusted 0", st.Reserved)
-	}
-	mustSettle(t, l, b.ID, usage.Settlement{Status: "complete", Bytes: 1, Minutes: 10})
-	WantUsage(t, l, "alice", p, 10, 0)
-	if err := l.Adjust(ctx(), "no-such-delivery", 1); !errors.Is(err, usage.ErrNotFound) {
-		t.Fatalf("Adjust of an unknown delivery = %v, want ErrNotFound", err)
-	}
-
-	// An unlimited delivery may be raised without bound.
-	u := Open("carol", 1)
-	mustReserve(t, l, u, -1)
-	if err := l.Adjust(ctx(), u.ID, 1e5); err != nil {
-		t.Fatalf("Adjust of an unlimited delivery: %v", err)
-	}
-	WantUsage(t, l, "carol", p, 0, 1e5)
-}
-
-func testOncePerDownload(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	start := Open("alice", 10)
-	start.Mode, start.Once = usage.PerDownload, 10
-	cont := Open("alice", 0)
-	cont.Mode, cont.Once = usage.PerDownload, 10
-	cont.DownloadID, cont.NewDownload, cont.RangeStart = start.DownloadID, false, 500
-	mustReserve(t, l, start, 30)
-	mustReserve(t, l, cont, 30)
-
-	st := mustSettle(t, l, start.ID, usage.Settlement{Status: "client_gone", Bytes: 500, Once: true})
-	if !near(st.Minutes, 10) {
-		t.Fatalf("first delivery of a download billed %v, want 10", st.Minutes)
-	}
-	st = mustSettle(t, l, cont.ID, usage.Settlement{Status: "complete", Bytes: 500, Once: true})
-	if st.Minutes != 0 || st.StartedDownload || st.DownloadID != start.DownloadID {
-		t.Fatalf("continuation = %+v, want 0 minutes on download %s", st, start.DownloadID)
-	}
-	WantUsage(t, l, "alice", p, 10, 0)
-
-	// When the starting delivery delivered nothing, the first that does carries
-	// the charge.
-	s2 := Open("alice", 10)
-	s2.Mode, s2.Once = usage.PerDownload, 10
-	c2 := Open("alice", 0)
-	c2.Mode, c2.Once, c2.DownloadID, c2.NewDownload = usage.PerDownload, 10, s2.DownloadID, false
-	mustReserve(t, l, s2, 30)
-	mustReserve(t, l, c2, 30)
-	if st := mustSettle(t, l, s2.ID, usage.Settlement{Status: "aborted"}); st.Minutes != 0 {
-		t.Fatalf("aborted start billed %v", st.Minutes)
-	}
-	if st := mustSettle(t, l, c2.ID, usage.Settlement{Status: "complete", Bytes: 10, Once: true}); !near(st.Minutes, 10) {
-		t.Fatalf("continuation of an unbilled download billed %v, want 10", st.Minutes)
-	}
-	WantUsage(t, l, "alice", p, 20, 0)
-}
-
-func testCheckpointRecover(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	prop := Open("alice", 10)
-	quiet := Open("alice", 5)
-	per := Open("bob", 10)
-	per.Mode, per.Once = usage.PerDownload, 10
-	perQuiet := Open("bob", 10)
-	perQuiet.Mode, perQuiet.Once = usage.PerDownload, 10
-	done := Open("alice", 1)
-	for _, d := range []usage.OpenDelivery{prop, quiet, per, perQuiet, done} {
-		mustReserve(t, l, d, 100)
-	}
-	mustSettle(t, l, done.ID, usage.Settlement{Status: "complete", Bytes: 10, Minutes: 1})
-	for _, c := range []struct {
-		id      string
-		bytes   int64
-		minutes float64
-	}{
-		{prop.ID, 1000, 2},
-		{prop.ID, 3000, 6},
-		{prop.ID, 2000, 4}, // late and lower: ignored
-		{per.ID, 700, 0},
-	} {
-		if err := l.Checkpoint(ctx(), c.id, c.bytes, c.minutes, 10000, T0.Add(time.Minute)); err != nil {
-			t.Fatalf("Checkpoint(%s): %v", c.id, err)
-		}
-	}
-	now := T0.Add(time.Hour)
-	got, err := l.Recover(ctx(), now)
-	if err != nil {
-		t.Fatalf("Recover: %v", err)
-	}
-	byID := map[string]usage.Settled{}
-	for _, s := range got {
-		byID[s.DeliveryID] = s
-		if s.Status != "recovered" || !s.SettledAt.Equal(now) {
-			t.Fatalf("recovered %s has status %q at %v, want recovered at %v", s.DeliveryID, s.Status, s.SettledAt, now)
-		}
-	}
-	// The file size a checkpoint recorded survives recovery.
-	if s := byID[prop.ID]; s.TotalSize != 10000 {
-		t.Errorf("recovered %s keeps a file size of %d, want the checkpointed 10000", prop.ID, s.TotalSize)
-	}
-	want := map[string]struct {
-		bytes   int64
-		minutes float64
-	}{
-		prop.ID:     {3000, 6},
-		quiet.ID:    {0, 0},
-		per.ID:      {700, 10},
-		perQuiet.ID: {0, 0},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("Recover settled %d deliveries, want %d", len(got), len(want))
-	}
-	for id, w := range want {
-		s, ok := byID[id]
-		if !ok || s.Bytes != w.bytes || !near(s.Minutes, w.minutes) {
-			t.Fatalf("recovered %s = %+v, want %d bytes %v minutes", id, s, w.bytes, w.minutes)
-		}
-	}
-	WantUsage(t, l, "alice", p, 7, 0)
-	WantUsage(t, l, "bob", p, 10, 0)
-	if again, err := l.Recover(ctx(), now); err != nil || len(again) != 0 {
-		t.Fatalf("second Recover = %v, %v; want nothing", again, err)
+	audio := Request("alice", billing.Whole)
+	audio.Type, audio.At = stream.Audio, late.At
+	if op := MustOpen(t, l, Prop, audio); !op.Started {
+		t.Fatalf("another type's request joined: %+v", op)
 	}
 }
 
-func testHeartbeat(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	live := Open("alice", 10)
-	done := Open("alice", 5)
-	mustReserve(t, l, live, 100)
-	mustReserve(t, l, done, 100)
-	mustSettle(t, l, done.ID, usage.Settlement{Status: "complete", Bytes: 50, Minutes: 5})
-	if err := l.Checkpoint(ctx(), live.ID, 400, 4, 0, T0.Add(time.Second)); err != nil {
-		t.Fatalf("Checkpoint: %v", err)
-	}
-	if err := l.Heartbeat(ctx(), nil, T0.Add(time.Minute)); err != nil {
-		t.Fatalf("Heartbeat of nothing: %v", err)
-	}
-	// Settled and unknown IDs are ignored; progress and quota are untouched.
-	if err := l.Heartbeat(ctx(), []string{live.ID, done.ID, "nope"}, T0.Add(time.Minute)); err != nil {
-		t.Fatalf("Heartbeat: %v", err)
-	}
-	WantUsage(t, l, "alice", p, 5, 10)
-	now := T0.Add(time.Hour)
-	got, err := l.Recover(ctx(), now)
-	if err != nil {
-		t.Fatalf("Recover: %v", err)
-	}
-	if len(got) != 1 || got[0].DeliveryID != live.ID || got[0].Bytes != 400 || !near(got[0].Minutes, 4) {
-		t.Fatalf("Recover = %+v, want %s with its checkpoint of 400 bytes and 4 minutes", got, live.ID)
-	}
-	if st := mustSettle(t, l, done.ID, usage.Settlement{Status: "shutdown"}); st.Status != "complete" || st.Bytes != 50 {
-		t.Fatalf("heartbeat changed a settled delivery: %+v", st)
-	}
-	WantUsage(t, l, "alice", p, 9, 0)
-}
-
-func testConcurrentReserve(t *testing.T, l usage.Ledger) {
-	ReserveConcurrently(t, []usage.Ledger{l})
-}
-
-// ReserveConcurrently sends 200 reservations of 3 minutes for one user at once,
-// spread over ledgers (replicas of one store, or one ledger), against a quota of
-// 30: exactly 10 must be granted, and every ledger must then show 30 reserved.
-func ReserveConcurrently(t *testing.T, ledgers []usage.Ledger) {
+// SegmentsConcurrently plays aria2c -x8 against ledgers (replicas of one store,
+// or one ledger): a GET of the whole file that delivers a little and is closed,
+// then eight segments opened, delivered and settled concurrently, each through
+// the next ledger in turn. The download must bill one duration, whatever the
+// rule, and hold nothing reserved after.
+func SegmentsConcurrently(t *testing.T, ledgers []usage.Ledger, rule billing.Rule) {
 	t.Helper()
-	const n, each, limit = 200, 3.0, 30.0
+	first := Request("alice", billing.Whole)
+	first.Limit = 12 // one duration fits, two would not
+	MustOpen(t, ledgers[0], rule, first)
+	const seg = Size / 8
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			l := ledgers[(i+1)%len(ledgers)]
+			req := Request("alice", Bytes(int64(i)*seg, int64(i+1)*seg-1))
+			req.Limit = first.Limit
+			if _, err := l.Open(ctx(), rule, req); err != nil {
+				errs <- fmt.Errorf("open segment %d: %w", i, err)
+				return
+			}
+			if err := l.Progress(ctx(), rule, req.ID, usage.Progress{Acked: seg / 2, At: T0}); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := l.Settle(ctx(), rule, req.ID, usage.Settlement{Outcome: usage.Complete,
+				Progress: usage.Progress{Acked: seg, StreamBytes: seg, At: T0}}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	// The first GET delivers its first 2 MiB meanwhile, then is closed.
+	if _, err := ledgers[0].Settle(ctx(), rule, first.ID, usage.Settlement{Outcome: usage.ClientGone,
+		Progress: usage.Progress{Acked: 2 << 20, StreamBytes: 4 << 20, At: T0}}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, l := range ledgers {
+		WantUsage(t, l, "alice", Period, 10, 0)
+	}
+}
+
+func testPaidNeverRefused(t *testing.T, l usage.Ledger) {
+	for _, rule := range []billing.Rule{Prop, PerDl} {
+		user := "user-" + string(rule.Mode)
+		first := Request(user, billing.Whole)
+		first.Limit = 10
+		MustOpen(t, l, rule, first)
+		MustSettle(t, l, rule, first.ID, Size)
+		WantUsage(t, l, user, Period, 10, 0)
+		// The quota is spent, yet a seek back in the paid download is served.
+		seek := Request(user, Bytes(Size/3, -1))
+		seek.Limit = 10
+		op, err := l.Open(ctx(), rule, seek)
+		if err != nil || op.Started {
+			t.Fatalf("%s: a seek in a paid download: %+v, %v", rule.Mode, op, err)
+		}
+		MustSettle(t, l, rule, seek.ID, Size-Size/3)
+		WantUsage(t, l, user, Period, 10, 0)
+	}
+}
+
+func testCopies(t *testing.T, l usage.Ledger) {
+	var ids []string
+	for i := range 5 {
+		req := Request("alice", billing.Whole)
+		req.At = T0.Add(time.Duration(i) * time.Minute)
+		op := MustOpen(t, l, PerDl, req)
+		if i > 0 && op.Started {
+			t.Fatalf("copy %d started a new download", i+1)
+		}
+		MustSettle(t, l, PerDl, req.ID, Size)
+		ids = append(ids, req.ID)
+	}
+	// Five copies: one duration per two copies, rounded up.
+	WantUsage(t, l, "alice", Period, 30, 0)
+}
+
+func testRecover(t *testing.T, l usage.Ledger) {
+	req := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, req)
+	if err := l.Progress(ctx(), Prop, req.ID, usage.Progress{Acked: Size / 4, StreamBytes: Size / 2, At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	now := T0.Add(time.Hour)
+	if s, ok := l.(usage.Shared); ok {
+		// A live delivery (written just now) is left alone.
+		fresh := Request("alice", billing.Whole)
+		fresh.Video = "ffffffffffffffffffffffffffffffff"
+		fresh.At = now
+		MustOpen(t, l, Prop, fresh)
+		if err := l.Heartbeat(ctx(), []string{fresh.ID}, now); err != nil {
+			t.Fatal(err)
+		}
+		out, err := l.Recover(ctx(), Prop, now)
+		if err != nil || len(out) != 1 || out[0].DeliveryID != req.ID {
+			t.Fatalf("Recover on a shared ledger = %+v, %v (stale after %s)", out, err, s.StaleAfter())
+		}
+		MustSettle(t, l, Prop, fresh.ID, 0)
+	} else {
+		out, err := l.Recover(ctx(), Prop, now)
+		if err != nil || len(out) != 1 {
+			t.Fatalf("Recover = %+v, %v", out, err)
+		}
+	}
+	WantUsage(t, l, "alice", Period, 2.5, 0)
+	st := MustSettle(t, l, Prop, req.ID, Size)
+	if st.Status != "recovered" || st.Acked != Size/4 || !near(st.Minutes, 2.5) || st.StreamBytes != Size/2 {
+		t.Fatalf("recovered delivery = %+v", st)
+	}
+	if out, err := l.Recover(ctx(), Prop, now); err != nil || len(out) != 0 {
+		t.Fatalf("second Recover = %+v, %v", out, err)
+	}
+	// The recovered delivery's bytes stay held: a resume pays for the rest.
+	resume := Request("alice", Bytes(Size/4, -1))
+	resume.At = now
+	if op := MustOpen(t, l, Prop, resume); op.Started || !near(op.Reserved, 7.5) {
+		t.Fatalf("resume after recovery: %+v", op)
+	}
+}
+
+// OpenConcurrently sends 200 requests of 3-minute videos for one user at once,
+// spread over ledgers, against a quota of 30: exactly 10 must be granted, and
+// every ledger must then show 30 reserved.
+func OpenConcurrently(t *testing.T, ledgers []usage.Ledger) {
+	t.Helper()
+	const n, limit = 200, 30.0
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			err := ledgers[i%len(ledgers)].Reserve(ctx(), Open("alice", each), limit)
+			req := Request("alice", billing.Whole)
+			req.Video, req.Duration, req.Limit = fmt.Sprintf("%032x", i), 180, limit
+			_, err := ledgers[i%len(ledgers)].Open(ctx(), Prop, req)
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -458,191 +476,87 @@ func ReserveConcurrently(t *testing.T, ledgers []usage.Ledger) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("Reserve: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	if ok.Load() != 10 || refused.Load() != n-10 {
-		t.Fatalf("%d reservations succeeded and %d were refused, want 10 and %d", ok.Load(), refused.Load(), n-10)
+		t.Fatalf("%d requests were granted and %d refused, want 10 and %d", ok.Load(), refused.Load(), n-10)
 	}
 	for _, l := range ledgers {
-		WantUsage(t, l, "alice", usage.Period(T0), 0, limit)
+		WantUsage(t, l, "alice", Period, 0, limit)
 	}
 }
 
-func testFindDownload(t *testing.T, l usage.Ledger) {
-	video := "0123456789abcdef0123456789abcdef"
-	key := usage.DownloadKey{User: "alice", Video: video, Type: stream.Default}
-	if _, ok, err := l.FindDownload(ctx(), key, time.Time{}); err != nil || ok {
-		t.Fatalf("FindDownload on an empty ledger = %v, %v", ok, err)
+func testCharge(t *testing.T, l usage.Ledger) {
+	req := Request("alice", billing.Whole)
+	req.Limit = 15
+	st, err := l.Charge(ctx(), req, usage.DirectLink)
+	if err != nil || st.Status != "direct_link" || !near(st.Minutes, 10) {
+		t.Fatalf("Charge = %+v, %v", st, err)
 	}
-	older := Open("alice", 1)
-	newer := Open("alice", 1)
-	newer.At = T0.Add(10 * time.Minute)
-	audio := Open("alice", 1)
-	audio.Type, audio.At = stream.Audio, T0.Add(20*time.Minute)
-	granted := Open("alice", 1)
-	granted.Session, granted.At = "grant-1", T0.Add(30*time.Minute)
-	other := Open("bob", 1)
-	other.At = T0.Add(40 * time.Minute)
-	for _, d := range []usage.OpenDelivery{older, newer, audio, granted, other} {
-		mustReserve(t, l, d, -1)
+	again := Request("alice", billing.Whole)
+	again.Limit = 15
+	if _, err := l.Charge(ctx(), again, usage.DirectLink); !errors.Is(err, usage.ErrQuotaExceeded) {
+		t.Fatalf("Charge past the limit: %v", err)
 	}
-	find := func(k usage.DownloadKey, since time.Time) string {
-		t.Helper()
-		d, ok, err := l.FindDownload(ctx(), k, since)
-		if err != nil {
-			t.Fatalf("FindDownload: %v", err)
-		}
-		if !ok {
-			return ""
-		}
-		return d.ID
-	}
-	tests := []struct {
-		name  string
-		key   usage.DownloadKey
-		since time.Time
-		want  string
-	}{
-		{"latest", key, time.Time{}, newer.DownloadID},
-		{"within the window", key, T0.Add(10 * time.Minute), newer.DownloadID},
-		{"window passed", key, T0.Add(11 * time.Minute), ""},
-		{"other type", usage.DownloadKey{User: "alice", Video: video, Type: stream.Audio}, T0, audio.DownloadID},
-		{"session", usage.DownloadKey{User: "alice", Video: video, Type: stream.Default, Session: "grant-1"}, time.Time{}, granted.DownloadID},
-		{"other session", usage.DownloadKey{User: "alice", Video: video, Type: stream.Default, Session: "grant-2"}, time.Time{}, ""},
-		{"other user", usage.DownloadKey{User: "carol", Video: video, Type: stream.Default}, time.Time{}, ""},
-	}
-	for _, tt := range tests {
-		if got := find(tt.key, tt.since); got != tt.want {
-			t.Errorf("%s: FindDownload = %q, want %q", tt.name, got, tt.want)
-		}
-	}
-	// Touching the older download makes it the latest and extends its window.
-	if err := l.TouchDownload(ctx(), older.DownloadID, T0.Add(50*time.Minute)); err != nil {
-		t.Fatalf("TouchDownload: %v", err)
-	}
-	if got := find(key, T0.Add(45*time.Minute)); got != older.DownloadID {
-		t.Fatalf("after touch: FindDownload = %q, want %q", got, older.DownloadID)
-	}
-	// A touch never moves activity back.
-	if err := l.TouchDownload(ctx(), older.DownloadID, T0); err != nil {
-		t.Fatalf("TouchDownload: %v", err)
-	}
-	if got := find(key, T0.Add(45*time.Minute)); got != older.DownloadID {
-		t.Fatalf("after an earlier touch: FindDownload = %q, want %q", got, older.DownloadID)
-	}
-
-	// What the download's deliveries sent, and whether it was billed: a
-	// checkpoint of the open delivery counts, then a second delivery settled with
-	// the download's charge.
-	state := func() usage.DownloadState {
-		t.Helper()
-		d, ok, err := l.FindDownload(ctx(), key, time.Time{})
-		if err != nil || !ok || d.ID != older.DownloadID {
-			t.Fatalf("FindDownload = %+v, %v, %v; want %s", d, ok, err, older.DownloadID)
-		}
-		return d
-	}
-	if d := state(); d.Bytes != 0 || d.Billed {
-		t.Fatalf("a download with nothing sent: %+v", d)
-	}
-	if err := l.Checkpoint(ctx(), older.ID, 300, 0.3, 0, T0.Add(50*time.Minute)); err != nil {
-		t.Fatalf("Checkpoint: %v", err)
-	}
-	if d := state(); d.Bytes != 300 || d.Billed {
-		t.Fatalf("after a checkpoint of 300 bytes: %+v", d)
-	}
-	cont := Open("alice", 1)
-	cont.DownloadID, cont.NewDownload, cont.Once, cont.At = older.DownloadID, false, 10, T0.Add(51*time.Minute)
-	mustReserve(t, l, cont, -1)
-	mustSettle(t, l, cont.ID, usage.Settlement{Status: "complete", Bytes: 700, TotalSize: 1000, Once: true})
-	if d := state(); d.Bytes != 1000 || !d.Billed || d.Size != 1000 {
-		t.Fatalf("after a continuation of 700 bytes that carried the charge: %+v", d)
-	}
-	// Every delivery counts its bytes as possibly lost (open ones at their last
-	// checkpoint), up to the cap each.
-	dora := usage.DownloadKey{User: "dora", Video: video, Type: stream.Default}
-	first := Open("dora", 1)
-	mustReserve(t, l, first, -1)
-	cont2 := Open("dora", 1)
-	cont2.DownloadID, cont2.NewDownload, cont2.Once = first.DownloadID, false, 10
-	mustReserve(t, l, cont2, -1)
-	mustSettle(t, l, first.ID, usage.Settlement{Status: "client_gone", Bytes: 5000})
-	if err := l.Checkpoint(ctx(), cont2.ID, 100, 0, 0, T0.Add(time.Minute)); err != nil {
-		t.Fatalf("Checkpoint: %v", err)
-	}
-	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || d.ID != first.DownloadID || d.Billed || d.Lost != 5100 || d.Bytes != 5100 {
-		t.Fatalf("FindDownload = %+v, %v; want not billed, 5,100 bytes, all of them possibly lost", d, err)
-	}
-	mustSettle(t, l, cont2.ID, usage.Settlement{Status: "upstream_failed", Bytes: usage.LostPerDelivery + 1, Once: true})
-	if d, _, err := l.FindDownload(ctx(), dora, time.Time{}); err != nil || !d.Billed || d.Lost != 5000+usage.LostPerDelivery {
-		t.Fatalf("FindDownload = %+v, %v; want billed, the lost bytes capped per delivery", d, err)
-	}
+	WantUsage(t, l, "alice", Period, 10, 0)
 }
 
 func testReport(t *testing.T, l usage.Ledger) {
-	p := usage.Period(T0)
-	a1 := Open("alice", 5)
-	a2 := Open("alice", 5) // continues a1's download
-	a2.DownloadID, a2.NewDownload = a1.DownloadID, false
-	a3 := Open("alice", 5)
-	aborted := Open("alice", 5)
-	open := Open("alice", 5)
-	b1 := Open("bob", 5)
-	next := Open("bob", 5)
-	next.Period = "2026-04"
-	for _, d := range []usage.OpenDelivery{a1, a2, a3, aborted, open, b1, next} {
-		mustReserve(t, l, d, -1)
-	}
-	mustSettle(t, l, a1.ID, usage.Settlement{Status: "client_gone", Bytes: 100, Minutes: 1})
-	mustSettle(t, l, a2.ID, usage.Settlement{Status: "complete", Bytes: 300, Minutes: 3})
-	mustSettle(t, l, a3.ID, usage.Settlement{Status: "complete", Bytes: 1000, Minutes: 0.5})
-	mustSettle(t, l, aborted.ID, usage.Settlement{Status: "aborted"})
-	mustSettle(t, l, b1.ID, usage.Settlement{Status: "complete", Bytes: 50, Minutes: 2.25})
-	mustSettle(t, l, next.ID, usage.Settlement{Status: "complete", Bytes: 70, Minutes: 9})
-
-	got, err := l.Report(ctx(), p)
+	a := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, a)
+	MustSettle(t, l, Prop, a.ID, Size/2)
+	b := Request("alice", Bytes(0, -1))
+	MustOpen(t, l, Prop, b)
+	MustSettle(t, l, Prop, b.ID, Size) // half of it held already
+	c := Request("bob", billing.Whole)
+	MustOpen(t, l, Prop, c)
+	MustSettle(t, l, Prop, c.ID, 0)
+	rows, err := l.Report(ctx(), Period)
 	if err != nil {
-		t.Fatalf("Report: %v", err)
+		t.Fatal(err)
 	}
-	want := []usage.ReportRow{
-		{User: "alice", Downloads: 2, Deliveries: 3, Minutes: 4.5, Bytes: 1400},
-		{User: "bob", Downloads: 1, Deliveries: 1, Minutes: 2.25, Bytes: 50},
+	if len(rows) != 2 {
+		t.Fatalf("Report = %+v, want alice and bob", rows)
 	}
-	if len(got) != len(want) {
-		t.Fatalf("Report = %+v, want %+v", got, want)
+	alice, bob := rows[0], rows[1]
+	if alice.User != "alice" || alice.Downloads != 1 || alice.Deliveries != 2 || !near(alice.Minutes, 10) ||
+		alice.Bytes != Size+Size/2 || alice.StreamBytes != Size+Size/2 || !near(alice.StreamMinutes, 15) {
+		t.Errorf("alice: %+v", alice)
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("Report row %d = %+v, want %+v", i, got[i], want[i])
-		}
+	if bob.User != "bob" || bob.Downloads != 0 || bob.Deliveries != 0 || bob.Minutes != 0 {
+		t.Errorf("bob: %+v", bob)
 	}
-	if got, err := l.Report(ctx(), "2025-01"); err != nil || len(got) != 0 {
-		t.Fatalf("Report of an empty period = %v, %v", got, err)
+	if rows, err := l.Report(ctx(), "2026-04"); err != nil || len(rows) != 0 {
+		t.Errorf("Report of an empty period = %+v, %v", rows, err)
 	}
 }
 
 func testPeriods(t *testing.T, l usage.Ledger) {
-	march := Open("alice", 30)
-	mustReserve(t, l, march, 30)
-	april := Open("alice", 30)
-	april.Period = "2026-04"
-	mustReserve(t, l, april, 30) // a new month, a new quota
-	WantUsage(t, l, "alice", "2026-03", 0, 30)
-	WantUsage(t, l, "alice", "2026-04", 0, 30)
-	WantUsage(t, l, "alice", "2026-05", 0, 0)
+	march := Request("alice", billing.Whole)
+	MustOpen(t, l, Prop, march)
+	MustSettle(t, l, Prop, march.ID, Size)
+	april := Request("alice", billing.Whole)
+	april.Video = "ffffffffffffffffffffffffffffffff"
+	april.At, april.Period = T0.AddDate(0, 1, 0), usage.Period(T0.AddDate(0, 1, 0))
+	april.Limit = 10
+	MustOpen(t, l, Prop, april)
+	WantUsage(t, l, "alice", Period, 10, 0)
+	WantUsage(t, l, "alice", april.Period, 0, 10)
 }
 
 func testUnknown(t *testing.T, l usage.Ledger) {
-	if _, err := l.Settle(ctx(), "nope", usage.Settlement{Status: "complete"}); !errors.Is(err, usage.ErrNotFound) {
-		t.Fatalf("Settle of an unknown delivery = %v, want ErrNotFound", err)
+	if _, err := l.Settle(ctx(), Prop, "nope", usage.Settlement{Outcome: usage.Complete}); !errors.Is(err, usage.ErrNotFound) {
+		t.Errorf("Settle unknown: %v", err)
 	}
-	if err := l.Checkpoint(ctx(), "nope", 1, 1, 0, T0); err != nil {
-		t.Fatalf("Checkpoint of an unknown delivery = %v, want a no-op", err)
+	if err := l.Respond(ctx(), Prop, "nope", usage.Response{}); !errors.Is(err, usage.ErrNotFound) {
+		t.Errorf("Respond unknown: %v", err)
 	}
-	if err := l.Heartbeat(ctx(), []string{"nope"}, T0); err != nil {
-		t.Fatalf("Heartbeat of an unknown delivery = %v, want a no-op", err)
+	if err := l.Progress(ctx(), Prop, "nope", usage.Progress{Acked: 1}); !errors.Is(err, usage.ErrNotFound) {
+		t.Errorf("Progress unknown: %v", err)
 	}
-	if err := l.Reserve(ctx(), usage.OpenDelivery{User: "alice"}, -1); err == nil {
-		t.Fatal("Reserve of a delivery without an ID succeeded")
+	bad := Request("alice", billing.Whole)
+	bad.Duration = -1
+	if _, err := l.Open(ctx(), Prop, bad); err == nil {
+		t.Error("Open with an unknown duration succeeded")
 	}
 }
