@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 
 	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/usage"
@@ -210,4 +211,55 @@ func TestPostgresRecoveryAcrossReplicas(t *testing.T) {
 	}
 	ledgertest.WantUsage(t, b, "alice", ledgertest.Period, 5, 0)
 	ledgertest.WantUsage(t, a, "bob", ledgertest.Period, 0, 10)
+}
+
+// TestPostgresMeterReaper runs two replicas' meters on one shared clock: B dies
+// with a delivery open; A's reaper settles it once it is stale, while A's own
+// stalled delivery, kept fresh by A's heartbeat, is left alone.
+func TestPostgresMeterReaper(t *testing.T) {
+	dsn := freshSchema(t)
+	a := newFixtureOn(t, openPostgres(t, dsn, usage.StaleAfter(2*time.Minute)), usage.MeterConfig{CheckpointBytes: 1 << 20})
+	bLedger, err := usage.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := usage.NewMeter(bLedger, usage.MeterConfig{CheckpointBytes: 1 << 20, Now: a.clock.Now})
+	ctx := context.Background()
+
+	mine := a.start(t, req())
+	if err := mine.Respond(200, size, ledgertest.ETag, billing.Interval{End: size}); err != nil {
+		t.Fatal(err)
+	}
+	mine.Wrote(size / 10) // a checkpoint at 0:00, then nothing: a stalled client
+	theirs, err := b.Start(ctx, req(func(r *usage.StartRequest) { r.User = "bob" }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := theirs.Respond(200, size, ledgertest.ETag, billing.Interval{End: size}); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Wrote(size * 3 / 10) // a checkpoint at 0:00
+	bLedger.Close()             // B is gone: no Finish, no heartbeat
+
+	const every = 30 * time.Second
+	for range 10 { // five minutes of reaper rounds
+		a.clock.Advance(every)
+		if err := a.meter.Heartbeat(ctx, every); err != nil {
+			t.Fatalf("Heartbeat: %v", err)
+		}
+		if _, err := a.meter.Recover(ctx); err != nil {
+			t.Fatalf("Recover: %v", err)
+		}
+	}
+	lines := a.logs.FilterMessage("billable download").FilterField(zap.String("status", "recovered"))
+	if lines.Len() != 1 || lines.All()[0].ContextMap()["delivery_id"] != theirs.ID() {
+		t.Fatalf("recovered lines %v, want one for %s", lines.All(), theirs.ID())
+	}
+	ledgertest.WantUsage(t, a.ledger, "bob", "2026-03", 3, 0)
+
+	st, err := mine.Finish(usage.Complete)
+	if err != nil || st.Status != "complete" || st.Acked != size/10 || !near(st.Minutes, 1) {
+		t.Fatalf("A's own delivery: Finish = %+v, %v; want complete, a tenth, 1 minute", st, err)
+	}
+	a.wantUsage(t, 1, 0)
 }

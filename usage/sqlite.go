@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 

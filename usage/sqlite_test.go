@@ -2,6 +2,7 @@ package usage_test
 
 import (
 	"context"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -69,3 +70,5 @@ func TestOpenSQLite(t *testing.T) {
 		})
 	}
 }
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }

@@ -337,11 +337,11 @@ const dvCols = `dv.id, dv.download_id, dv.started, dv.user_id, dv.plan, dv.video
 
 func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
 	var (
-		d               dvRow
-		started         int64
-		typ, mode       string
-		opened          int64
-		settled         sql.NullInt64
+		d                dvRow
+		started          int64
+		typ, mode        string
+		opened           int64
+		settled          sql.NullInt64
 		minutes, streamM int64
 	)
 	err := r.Scan(&d.DeliveryID, &d.DownloadID, &started, &d.User, &d.Plan, &d.Video, &typ, &mode, &d.Period, &d.Duration,
