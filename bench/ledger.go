@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/usage"
 )
 
@@ -36,31 +37,28 @@ func (l *timedLedger) record(name string, d time.Duration) {
 	l.mu.Unlock()
 }
 
-func (l *timedLedger) Reserve(ctx context.Context, d usage.OpenDelivery, limit float64) error {
-	return l.write("Reserve", func() error { return l.SQLite.Reserve(ctx, d, limit) })
+func (l *timedLedger) Open(ctx context.Context, rule billing.Rule, req usage.OpenRequest) (op usage.Opened, err error) {
+	err = l.write("Open", func() error {
+		op, err = l.SQLite.Open(ctx, rule, req)
+		return err
+	})
+	return op, err
 }
 
-func (l *timedLedger) Adjust(ctx context.Context, id string, reserved float64) error {
-	return l.write("Adjust", func() error { return l.SQLite.Adjust(ctx, id, reserved) })
+func (l *timedLedger) Respond(ctx context.Context, rule billing.Rule, id string, r usage.Response) error {
+	return l.write("Respond", func() error { return l.SQLite.Respond(ctx, rule, id, r) })
 }
 
-func (l *timedLedger) Settle(ctx context.Context, id string, s usage.Settlement) (st usage.Settled, err error) {
+func (l *timedLedger) Progress(ctx context.Context, rule billing.Rule, id string, p usage.Progress) error {
+	return l.write("Progress", func() error { return l.SQLite.Progress(ctx, rule, id, p) })
+}
+
+func (l *timedLedger) Settle(ctx context.Context, rule billing.Rule, id string, s usage.Settlement) (st usage.Settled, err error) {
 	err = l.write("Settle", func() error {
-		st, err = l.SQLite.Settle(ctx, id, s)
+		st, err = l.SQLite.Settle(ctx, rule, id, s)
 		return err
 	})
 	return st, err
-}
-
-func (l *timedLedger) TouchDownload(ctx context.Context, id string, at time.Time) error {
-	return l.write("TouchDownload", func() error { return l.SQLite.TouchDownload(ctx, id, at) })
-}
-
-func (l *timedLedger) FindDownload(ctx context.Context, key usage.DownloadKey, since time.Time) (d usage.DownloadState, ok bool, err error) {
-	start := time.Now()
-	d, ok, err = l.SQLite.FindDownload(ctx, key, since)
-	l.record("FindDownload", time.Since(start))
-	return d, ok, err
 }
 
 // Latency sums up the durations of one kind of call.

@@ -379,9 +379,14 @@ func (s *Stack) DropUpstreamConnections() { s.emuSrv.CloseClientConnections() }
 
 // Billing compares what the ledger billed with what the emulator delivered.
 type Billing struct {
-	// LedgerMinutes and LedgerBytes are summed over the settled deliveries.
+	// LedgerMinutes and LedgerBytes are what users were billed and received,
+	// summed over the settled deliveries.
 	LedgerMinutes float64
 	LedgerBytes   int64
+	// StreamMinutes and StreamBytes are what the ledger counted as read from
+	// Stream for them: what the operator pays.
+	StreamMinutes float64
+	StreamBytes   int64
 	Deliveries    int64
 	// Emulator is what the emulator counted, all videos together.
 	Emulator streamtest.Stats
@@ -403,6 +408,8 @@ func (s *Stack) Billing(ctx context.Context, from, to time.Time) (Billing, error
 		for _, r := range rows {
 			b.LedgerMinutes += r.Minutes
 			b.LedgerBytes += r.Bytes
+			b.StreamMinutes += r.StreamMinutes
+			b.StreamBytes += r.StreamBytes
 			b.Deliveries += r.Deliveries
 		}
 	}

@@ -229,14 +229,18 @@ func (p *Plan) UnmarshalYAML(unmarshal func(any) error) error {
 
 // Metering is how downloads are billed.
 type Metering struct {
-	// Mode is "proportional" (duration x bytes delivered / file size) or
-	// "per-download" (the full duration once per download). Default "proportional".
+	// Mode is "proportional" (duration x new bytes / file size) or
+	// "per-download" (the full duration once per download, and once more per
+	// copies_per_charge copies it sends). Default "proportional".
 	Mode string `yaml:"mode"`
-	// ResumeWindow is how long after a download's last activity a ranged request
-	// of the same user, video and type on the authenticated route may continue it
-	// (per-download mode; a link's requests continue for the grant's life). The
-	// range must also fit in what the download has left to send. Default 1h.
+	// ResumeWindow is how long after its last request a download stays open
+	// for the next request of the same user, video and type, on either route:
+	// resumes, parallel segments, probes and seeks join it and pay only for
+	// bytes it did not deliver yet. Default 1h.
 	ResumeWindow time.Duration `yaml:"resume_window"`
+	// CopiesPerCharge is, in per-download mode, how many copies of the file
+	// one charge covers, repeats included. Default 2.
+	CopiesPerCharge int `yaml:"copies_per_charge"`
 	// CheckpointEvery is how often progress is written while bytes flow.
 	// Default 2s.
 	CheckpointEvery time.Duration `yaml:"checkpoint_every"`
@@ -343,6 +347,7 @@ func Default() Config {
 		Metering: Metering{
 			Mode:            "proportional",
 			ResumeWindow:    time.Hour,
+			CopiesPerCharge: 2,
 			CheckpointEvery: 2 * time.Second,
 		},
 		Ledger: Ledger{

@@ -98,6 +98,9 @@ func (c *Config) Validate(getenv func(string) string) error {
 
 	p.oneOf("metering.mode", c.Metering.Mode, meteringModes)
 	p.positive("metering.resume_window", c.Metering.ResumeWindow)
+	if c.Metering.CopiesPerCharge < 1 {
+		p.addf("metering.copies_per_charge", "must be at least 1")
+	}
 	p.positive("metering.checkpoint_every", c.Metering.CheckpointEvery)
 
 	c.validateLedger(p, getenv)

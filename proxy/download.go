@@ -3,11 +3,15 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/stream"
 	"github.com/streamgate/streamgate/usage"
 )
@@ -157,19 +161,16 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		return
 	}
 
-	var delivery *usage.Delivery
+	var dv delivery
 	if r.Method != http.MethodHead {
-		start, end := billingRange(r)
-		delivery, err = s.Meter.Start(ctx, usage.StartRequest{
+		d, err := s.Meter.Start(ctx, usage.StartRequest{
 			User:         dl.id.UserID,
 			Plan:         planName,
 			LimitMinutes: plan.MinutesPerMonth,
 			Video:        dl.video,
 			Type:         dl.typ,
 			Duration:     info.Video.Duration,
-			RangeStart:   start,
-			RangeEnd:     end,
-			Session:      dl.session,
+			Range:        billingRange(r),
 			Country:      ri.country,
 			ClientIP:     addrString(ri.clientIP),
 			RequestID:    ri.id,
@@ -178,99 +179,154 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			writeError(w, r, s.quotaError(err))
 			return
 		}
+		dv = d
 	}
 
 	tok, err := s.tokens.token(dl.video, s.cfg.EgressRules)
 	if err != nil {
-		if delivery != nil {
-			delivery.Abort("mint_failed")
+		if dv != nil {
+			dv.Abort("mint_failed")
 		}
 		writeError(w, r, &Error{Status: http.StatusInternalServerError, Type: "internal", Detail: "internal error", Cause: err})
 		return
 	}
 
-	up := &upstream{path: stream.DeliveryPath(tok, dl.typ), filename: dl.filename, delivery: delivery}
+	up := &upstream{path: stream.DeliveryPath(tok, dl.typ), filename: dl.filename, delivery: dv}
 	dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout}
 	// The deadline must not outlive this response: the connection may serve
 	// another request later.
 	defer dw.clear()
 	rw := http.ResponseWriter(dw)
 	var mw *meteredWriter
-	if delivery != nil {
-		mw = &meteredWriter{ResponseWriter: rw, d: delivery}
+	if dv != nil {
+		mw = &meteredWriter{ResponseWriter: rw, d: dv}
 		rw = mw
+		// What the client received is what its TCP acknowledged, not what was
+		// handed to the kernel (package acked); on HTTP/2, what was written.
+		dv.Count(func() usage.Progress {
+			written := mw.written.Load()
+			n, src := acked.ForRequest(r, written)
+			return usage.Progress{Acked: n, Written: written, StreamBytes: up.read.Load(), Source: string(src)}
+		})
 	}
 	finished := false
 	defer func() {
-		if delivery == nil {
+		if dv == nil {
 			return
 		}
 		switch {
 		case !up.headersOK:
-			delivery.Abort(up.failure())
+			dv.Abort(up.failure())
 		case finished:
-			_, _ = delivery.Finish("complete")
+			// The body is written; its tail may still be on its way. Wait while
+			// the client keeps acknowledging, so a complete download is billed
+			// complete.
+			s.awaitAcked(r, mw)
+			_, _ = dv.Finish(usage.Complete)
 		case errors.Is(context.Cause(ctx), ErrShutdown):
-			_, _ = delivery.Finish("shutdown")
+			_, _ = dv.Finish(usage.Shutdown)
 		case ctx.Err() != nil, mw.clientGone:
-			_, _ = delivery.Finish("client_gone")
+			_, _ = dv.Finish(usage.ClientGone)
 		default:
-			_, _ = delivery.Finish("upstream_failed")
+			_, _ = dv.Finish(usage.UpstreamFailed)
 		}
 	}()
 	s.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, upstreamKey, up)))
 	finished = true
 }
 
-// billingRange reads the request's single byte range for the meter: -1, -1 when
-// there is none. An unusable Range header is removed so Stream serves, and the meter
-// bills, the whole file. A suffix range (bytes=-N) is billed as a whole-file
-// request: it says nothing about where it starts until Stream answers, and
-// letting it continue an earlier download would hand out a whole file for free
-// in per-download mode (bytes=-HUGE).
-func billingRange(r *http.Request) (start, end int64) {
+// delivery is what serving a download needs of its metering ([usage.Delivery]).
+type delivery interface {
+	Respond(status int, size int64, etag string, body billing.Interval) error
+	Count(progress func() usage.Progress)
+	Wrote(n int64)
+	Finish(o usage.Outcome) (usage.Settled, error)
+	Abort(reason string)
+}
+
+var _ delivery = (*usage.Delivery)(nil)
+
+// awaitAcked waits, after a body was written in full, until the client has
+// acknowledged all of it, for as long as it keeps acknowledging more within
+// ackIdle, or the request ends. Without it the tail still in flight at the
+// last write would go unbilled.
+func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
+	_ = http.NewResponseController(mw.ResponseWriter).Flush()
+	written := mw.written.Load()
+	last, _ := acked.ForRequest(r, written)
+	idle := time.NewTimer(ackIdle)
+	defer idle.Stop()
+	tick := time.NewTicker(ackPoll)
+	defer tick.Stop()
+	for last < written {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-idle.C:
+			return
+		case <-tick.C:
+		}
+		if n, _ := acked.ForRequest(r, written); n > last {
+			last = n
+			idle.Reset(ackIdle)
+		}
+	}
+}
+
+// How long the end of a download waits for acknowledgements to progress, and
+// how often it looks.
+const (
+	ackIdle = 2 * time.Second
+	ackPoll = 5 * time.Millisecond
+)
+
+// billingRange reads the request's single byte range for the meter:
+// billing.Whole when there is none. An unusable Range header is removed so
+// Stream serves, and the meter claims, the whole file.
+func billingRange(r *http.Request) billing.Range {
 	if len(r.Header.Values("Range")) > 1 {
 		// Several Range lines: Stream might read any of them; serve the file.
 		r.Header.Del("Range")
 		r.Header.Del("If-Range")
-		return -1, -1
+		return billing.Whole
 	}
 	h := r.Header.Get("Range")
 	if h == "" {
-		return -1, -1
+		return billing.Whole
 	}
 	spec, ok := strings.CutPrefix(h, "bytes=")
 	if !ok || strings.Contains(spec, ",") {
 		r.Header.Del("Range")
 		r.Header.Del("If-Range")
-		return -1, -1
+		return billing.Whole
 	}
 	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
 	if !ok {
 		r.Header.Del("Range")
-		return -1, -1
+		return billing.Whole
 	}
 	if first == "" {
-		if n, err := strconv.ParseInt(last, 10, 64); err != nil || n <= 0 {
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
 			r.Header.Del("Range")
-			return -1, -1
+			return billing.Whole
 		}
-		return -1, -1
+		return billing.Range{First: -1, Last: -1, Suffix: n}
 	}
 	a, err := strconv.ParseInt(first, 10, 64)
 	if err != nil || a < 0 {
 		r.Header.Del("Range")
-		return -1, -1
+		return billing.Whole
 	}
 	if last == "" {
-		return a, -1
+		return billing.Range{First: a, Last: -1}
 	}
 	b, err := strconv.ParseInt(last, 10, 64)
 	if err != nil || b < a {
 		r.Header.Del("Range")
-		return -1, -1
+		return billing.Whole
 	}
-	return a, b
+	return billing.Range{First: a, Last: b}
 }
 
 // videoReady returns the video's details when the requested download can be
@@ -315,9 +371,11 @@ func (s *Server) quotaError(err error) error {
 	var qe *usage.QuotaError
 	if errors.As(err, &qe) {
 		u := qe.Usage
+		body := usageBody(u)
+		body["minutes_needed"] = qe.Requested
 		return &Error{Status: http.StatusForbidden, Type: "quota_exceeded",
-			Detail: "the monthly download quota is used up",
-			Extra:  usageBody(u)}
+			Detail: fmt.Sprintf("this download needs %.2f minutes and %.2f of the monthly quota remain", qe.Requested, u.MinutesRemaining),
+			Extra:  body}
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be recorded; retry later", Cause: err}
 }
@@ -330,6 +388,7 @@ func usageBody(u usage.Usage) map[string]any {
 		"minutes_used":      u.MinutesUsed,
 		"minutes_reserved":  u.MinutesReserved,
 		"minutes_remaining": u.MinutesRemaining,
+		"stream_minutes":    u.StreamMinutes,
 	}
 }
 

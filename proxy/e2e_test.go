@@ -104,7 +104,14 @@ func checkDownloads(t *testing.T, c *http.Client, rawURL string, hdr http.Header
 }
 
 // minutesFor is what a full file plus a resume from its middle bills, proportionally.
+// minutesFor is what checkDownloads bills: the whole file once; its resume
+// asks for bytes the download holds already.
 func minutesFor(uid string, typ stream.DownloadType) float64 {
+	return duration(uid) / 60
+}
+
+// streamMinutesFor is what Stream bills for checkDownloads' bytes.
+func streamMinutesFor(uid string, typ stream.DownloadType) float64 {
 	size := fileSize(uid, typ)
 	off := size/2 + 11
 	return duration(uid) / 60 * float64(size+size-off) / float64(size)
@@ -148,8 +155,9 @@ func TestAuthenticatedDownload(t *testing.T) {
 	}
 	e.quiet(t)
 	for _, tt := range tests {
+		// Stream sent the file and a half: what the operator pays for.
 		st := e.emu.Stats(tt.uid, tt.typ)
-		if want := minutesFor(tt.uid, tt.typ); !near(st.ProportionalMinutes, want) {
+		if want := streamMinutesFor(tt.uid, tt.typ); !near(st.ProportionalMinutes, want) {
 			t.Errorf("%s: emulator proportional minutes = %v, want %v", tt.name, st.ProportionalMinutes, want)
 		}
 	}
@@ -364,15 +372,18 @@ func TestMeteringMatchesEmulator(t *testing.T) {
 	if err != nil || len(rows) != 1 {
 		t.Fatalf("Report: %v %+v", err, rows)
 	}
-	if !near(rows[0].Minutes, st.ProportionalMinutes) {
-		t.Errorf("ledger minutes %v, emulator proportional minutes %v", rows[0].Minutes, st.ProportionalMinutes)
+	// Stream bills the operator for every byte it sent; the user pays for the
+	// file once, as every range asked for bytes the download held already.
+	if !near(rows[0].StreamMinutes, st.ProportionalMinutes) {
+		t.Errorf("ledger Stream minutes %v, emulator proportional minutes %v", rows[0].StreamMinutes, st.ProportionalMinutes)
 	}
-	if rows[0].Bytes != st.Bytes || rows[0].Deliveries != 4 {
-		t.Errorf("ledger %d bytes in %d deliveries, emulator %d bytes", rows[0].Bytes, rows[0].Deliveries, st.Bytes)
+	if rows[0].StreamBytes != st.Bytes || rows[0].Bytes != st.Bytes || rows[0].Deliveries != 4 || rows[0].Downloads != 1 {
+		t.Errorf("ledger %d bytes (%d from Stream) in %d deliveries of %d downloads, emulator %d bytes",
+			rows[0].Bytes, rows[0].StreamBytes, rows[0].Deliveries, rows[0].Downloads, st.Bytes)
 	}
-	want := durPrivate / 60 * float64(sizePrivate+(1048575-1000+1)+(sizePrivate-500000)+4096) / sizePrivate
-	if !near(rows[0].Minutes, want) {
-		t.Errorf("ledger minutes %v, want %v", rows[0].Minutes, want)
+	wantStream := durPrivate / 60 * float64(sizePrivate+(1048575-1000+1)+(sizePrivate-500000)+4096) / sizePrivate
+	if !near(rows[0].StreamMinutes, wantStream) || !near(rows[0].Minutes, durPrivate/60) {
+		t.Errorf("ledger minutes %v (Stream %v), want %v (Stream %v)", rows[0].Minutes, rows[0].StreamMinutes, durPrivate/60, wantStream)
 	}
 	var lines []map[string]any
 	// Each line follows its ledger row, perhaps after the usage read above.
@@ -897,8 +908,8 @@ func TestPerDownloadMetering(t *testing.T) {
 	gb := e.client(addrGB)
 	tok := e.jwt("whole", "", nil)
 	u := e.gw.url + "/v1/videos/" + uidPublic + "/downloads/default.mp4"
-	for _, spec := range []string{"bytes=0-99999", "bytes=100000-", ""} {
-		h := bearer(tok)
+	get := func(u, spec string, h http.Header) {
+		t.Helper()
 		if spec != "" {
 			h = withRange(h, spec)
 		}
@@ -906,31 +917,29 @@ func TestPerDownloadMetering(t *testing.T) {
 			t.Fatalf("%q: status %d", spec, r.status)
 		}
 	}
-	// A link: its first request starts a download of its own.
-	lb := e.createLink(t, e.gw, gb, tok, uidPublic, "")
-	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=5-99999"), nil); r.status != http.StatusPartialContent {
-		t.Fatalf("link: status %d", r.status)
-	}
-	if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=100000-"), nil); r.status != http.StatusPartialContent {
-		t.Fatalf("link resume: status %d", r.status)
-	}
-	got := e.settled(t, "whole")
-	// Two downloads on the route (the range at 0 and the plain GET), one link.
-	if want := 3 * durPublic / 60; !near(got.MinutesUsed, want) {
-		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, want)
-	}
-	// The link's download is whole now. The file is small enough to fit in the
-	// discount for bytes left in socket buffers, so one re-fetch rides on its
-	// charge; the next is a new download.
-	for range 2 {
-		if r := do(t, gb, "GET", lb.URL, withRange(nil, "bytes=9-"), nil); r.status != http.StatusPartialContent {
-			t.Fatalf("link re-fetch: status %d", r.status)
+	want := func(charges int) {
+		t.Helper()
+		if got := e.settled(t, "whole"); !near(got.MinutesUsed, float64(charges)*durPublic/60) {
+			t.Errorf("billed %v minutes, want %d durations", got.MinutesUsed, charges)
 		}
 	}
-	got = e.settled(t, "whole")
-	if want := 4 * durPublic / 60; !near(got.MinutesUsed, want) {
-		t.Errorf("billed %v minutes, want %v", got.MinutesUsed, want)
-	}
+	// A probe-sized first part, then the rest: one copy, one charge.
+	get(u, "bytes=0-99999", bearer(tok))
+	get(u, "bytes=100000-", bearer(tok))
+	want(1)
+	// The whole file again: two copies sent, still one charge.
+	get(u, "", bearer(tok))
+	want(1)
+	// A link of the same user joins the same download: past two copies, a
+	// second charge.
+	lb := e.createLink(t, e.gw, gb, tok, uidPublic, "")
+	get(lb.URL, "bytes=5-", nil)
+	want(2)
+	// A re-download loop keeps paying, one duration per two copies.
+	get(lb.URL, "", nil)
+	want(2)
+	get(lb.URL, "bytes=9-", nil)
+	want(3)
 }
 
 func TestDirectLinkNotMintedIsNotBilled(t *testing.T) {

@@ -336,6 +336,10 @@ func (l problemListener) Accept() (net.Conn, error) {
 
 type problemConn struct{ net.Conn }
 
+// NetConn is the connection beneath, for those that look through wrappers
+// (package acked).
+func (c *problemConn) NetConn() net.Conn { return c.Conn }
+
 // cannedHeaders follow the status line of every answer net/http writes itself.
 const cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 

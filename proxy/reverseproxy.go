@@ -13,11 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/usage"
 )
 
@@ -29,8 +31,9 @@ var upstreamKey = upstreamCtxKey{}
 type upstream struct {
 	path      string // /TOKEN/downloads/FILE
 	filename  string
-	delivery  *usage.Delivery
-	headersOK bool  // a 2xx (or 304/412/416) answer was passed on
+	delivery  delivery     // nil for HEAD
+	read      atomic.Int64 // body bytes read from Stream
+	headersOK bool         // a 2xx (or 304/412/416) answer was passed on
 	err       error // why the proxy answered instead of Stream
 }
 
@@ -135,7 +138,8 @@ func (s *Server) newReverseProxy() http.Handler {
 			keep.Set("Cache-Control", "private, no-store")
 			resp.Header = keep
 			if up.delivery != nil {
-				if err := up.delivery.Headers(resp.StatusCode, resp.ContentLength, totalSize(resp)); err != nil {
+				size, body := answerBytes(resp)
+				if err := up.delivery.Respond(resp.StatusCode, size, resp.Header.Get("Etag"), body); err != nil {
 					var qe *usage.QuotaError
 					if !errors.As(err, &qe) {
 						err = ledgerError{err}
@@ -144,7 +148,7 @@ func (s *Server) newReverseProxy() http.Handler {
 				}
 			}
 			up.headersOK = true
-			resp.Body = newIdleBody(resp.Body, s.cfg.UpstreamIdleTimeout)
+			resp.Body = newIdleBody(resp.Body, s.cfg.UpstreamIdleTimeout, &up.read)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -187,19 +191,31 @@ func (s *Server) upstreamError(r *http.Request, err error) error {
 	return &Error{Status: http.StatusBadGateway, Type: "upstream_failed", Detail: "the video delivery service failed", Cause: err}
 }
 
-// totalSize is the full file size an answer reveals: the total of Content-Range,
-// or the length of a whole-file 200; -1 when unknown.
-func totalSize(resp *http.Response) int64 {
-	if resp.StatusCode == http.StatusOK {
-		return resp.ContentLength
-	}
-	cr := resp.Header.Get("Content-Range")
-	if i := strings.LastIndexByte(cr, '/'); i >= 0 {
-		if n, err := strconv.ParseInt(cr[i+1:], 10, 64); err == nil {
-			return n
+// answerBytes is what an answer reveals of the file: its size (0 unknown) and
+// the bytes its body carries, from Content-Range or, for a 200, the whole file.
+func answerBytes(resp *http.Response) (size int64, body billing.Interval) {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if resp.ContentLength < 0 {
+			return 0, billing.Interval{Start: 0, End: billing.Unknown}
 		}
+		return resp.ContentLength, billing.Interval{Start: 0, End: resp.ContentLength}
+	case http.StatusPartialContent:
+		// bytes FIRST-LAST/SIZE, SIZE possibly "*"
+		spec, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes ")
+		rng, total, ok2 := strings.Cut(spec, "/")
+		first, last, ok3 := strings.Cut(rng, "-")
+		a, err1 := strconv.ParseInt(first, 10, 64)
+		b, err2 := strconv.ParseInt(last, 10, 64)
+		if !ok || !ok2 || !ok3 || err1 != nil || err2 != nil || b < a {
+			return 0, billing.Interval{Start: 0, End: billing.Unknown}
+		}
+		if n, err := strconv.ParseInt(total, 10, 64); err == nil {
+			size = n
+		}
+		return size, billing.Interval{Start: a, End: b + 1}
 	}
-	return -1
+	return 0, billing.Interval{}
 }
 
 // idleBody closes an upstream body that has delivered nothing for idle: the
@@ -208,10 +224,11 @@ type idleBody struct {
 	io.ReadCloser
 	idle  time.Duration
 	timer *time.Timer
+	read  *atomic.Int64 // counts the bytes read
 }
 
-func newIdleBody(rc io.ReadCloser, idle time.Duration) *idleBody {
-	b := &idleBody{ReadCloser: rc, idle: idle}
+func newIdleBody(rc io.ReadCloser, idle time.Duration, read *atomic.Int64) *idleBody {
+	b := &idleBody{ReadCloser: rc, idle: idle, read: read}
 	b.timer = time.AfterFunc(idle, func() { rc.Close() })
 	return b
 }
@@ -220,6 +237,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.timer.Reset(b.idle)
+		b.read.Add(int64(n))
 	}
 	return n, err
 }
@@ -229,18 +247,20 @@ func (b *idleBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
-// meteredWriter tells the delivery how many body bytes reached the client, and
+// meteredWriter tells the delivery how many body bytes were written, and
 // remembers whether writing to the client failed (the client left).
 type meteredWriter struct {
 	http.ResponseWriter
-	d          *usage.Delivery
+	d          delivery
+	written    atomic.Int64
 	clientGone bool
 }
 
 func (w *meteredWriter) Write(b []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(b)
 	if n > 0 {
-		w.d.Add(int64(n))
+		w.written.Add(int64(n))
+		w.d.Wrote(int64(n))
 	}
 	if err != nil {
 		w.clientGone = true

@@ -96,9 +96,9 @@ func TestBilling(t *testing.T) {
 			wantMinutes: testMinutes,
 		},
 		{
-			// A small file fits in the discount for bytes left in socket buffers,
-			// so a tail re-fetch rides on the first charge; a whole re-fetch does not.
-			name: "per-download re-fetch of a finished download is a new download",
+			// The whole file, its last quarter, then nearly all of it again: 2.25
+			// copies sent, past the two one charge covers.
+			name: "per-download re-download loop pays once per two copies",
 			mode: "per-download",
 			run: func(t *testing.T, b *billingRig) {
 				b.expect(t, b.get(t), http.StatusOK, 0)
@@ -108,13 +108,23 @@ func TestBilling(t *testing.T) {
 			wantMinutes: 2 * testMinutes,
 		},
 		{
-			name: "proportional resume pays only its bytes",
+			name: "proportional re-fetch of held bytes is free",
 			mode: "proportional",
 			run: func(t *testing.T, b *billingRig) {
 				b.expect(t, b.get(t), http.StatusOK, 0)
 				b.expect(t, b.get(t, "Range", fmt.Sprintf("bytes=%d-", resumeAt)), http.StatusPartialContent, resumeAt)
 			},
-			wantMinutes: testMinutes + testMinutes*float64(testSize-resumeAt)/testSize,
+			wantMinutes: testMinutes,
+		},
+		{
+			name:  "proportional resume after leaving pays only the rest",
+			mode:  "proportional",
+			fault: streamtest.Fault{BytesPerSecond: testSize},
+			run: func(t *testing.T, b *billingRig) {
+				got := b.leaveHalfway(t)
+				b.expect(t, b.get(t, "Range", fmt.Sprintf("bytes=%d-", got)), http.StatusPartialContent, got)
+			},
+			wantMinutes: testMinutes,
 		},
 		{
 			name: "per-download first request at bytes=1- is billed",
@@ -216,12 +226,9 @@ func TestBilling(t *testing.T) {
 }
 
 // TestMeteringAgreesWithStream runs a mixed workload (whole files, ranges at and
-// after byte 0, resumes, failures injected upstream, a client that leaves) and
-// checks that the minutes streamgate billed agree, within 1%, with what the
-// emulator counted by the same rule: ProportionalMinutes in proportional mode,
-// DownloadMinutes in per-download mode. The mix leaves out ranges that start a
-// download past byte 0, which streamgate bills and the emulator's per-download
-// count does not.
+// after byte 0, re-fetches, failures injected upstream, a client that leaves
+// and resumes) and checks what each user is billed by the rule, and that the
+// Stream minutes the ledger counted agree with what the emulator counted it sent.
 func TestMeteringAgreesWithStream(t *testing.T) {
 	for _, mode := range []string{"proportional", "per-download"} {
 		t.Run(mode, func(t *testing.T) {
@@ -262,11 +269,7 @@ func TestMeteringAgreesWithStream(t *testing.T) {
 			get(alice, plain, stream.Default, http.StatusPartialContent, 0, "bytes=0-65535")
 			get(alice, plain, stream.Default, http.StatusPartialContent, 65536, "bytes=65536-131071")
 			get(dave, plain, stream.Default, http.StatusOK, 0, "")
-			if mode == "proportional" {
-				// A re-fetch of part of a finished download: a new download in
-				// per-download mode, which the emulator's rule there does not count.
-				get(dave, plain, stream.Default, http.StatusPartialContent, resumeAt, fmt.Sprintf("bytes=%d-", resumeAt))
-			}
+			get(dave, plain, stream.Default, http.StatusPartialContent, resumeAt, fmt.Sprintf("bytes=%d-", resumeAt))
 			get(dave, plain, stream.Audio, http.StatusPartialContent, 0, "bytes=0-1023")
 			get(dave, failing, stream.Default, http.StatusBadGateway, 0, "")
 			get(dave, failing, stream.Default, http.StatusBadGateway, 0, "bytes=0-")
@@ -280,39 +283,48 @@ func TestMeteringAgreesWithStream(t *testing.T) {
 			ud := settledUsage(t, dave.c, gw.url, dave.token)
 			se.waitIdle(t)
 
+			// What each user pays: per file, once (proportional: what they
+			// received of it; per-download: a duration per two copies sent).
+			slowMinutes := 12.0 / 60
+			wantAlice := 2*testMinutes + slowMinutes      // default, audio, slow
+			wantDave := testMinutes + testMinutes*1024/testSize // default, a KiB of audio
+			if mode == "per-download" {
+				wantAlice = 2*testMinutes + testMinutes + slowMinutes // three copies and more of default
+				wantDave = 2 * testMinutes
+			}
+			if !near(ua.MinutesUsed, wantAlice, 1e-5) || !near(ud.MinutesUsed, wantDave, 1e-5) {
+				t.Errorf("%s: alice billed %.6f, dave %.6f; want %.6f and %.6f", mode, ua.MinutesUsed, ud.MinutesUsed, wantAlice, wantDave)
+			}
+
 			var emulated float64
 			for _, uid := range []string{plain, failing, slow} {
 				for _, typ := range []stream.DownloadType{stream.Default, stream.Audio} {
-					st := se.emu.Stats(uid, typ)
-					if mode == "proportional" {
-						emulated += st.ProportionalMinutes
-					} else {
-						emulated += st.DownloadMinutes
-					}
+					emulated += se.emu.Stats(uid, typ).ProportionalMinutes
 				}
 			}
-			billed := ua.MinutesUsed + ud.MinutesUsed
 			rep := reportRows(t, gw.cfgPath, ua.Period)
-			var reported float64
+			var reported, streamed float64
 			for _, row := range rep.Users {
 				reported += row.Minutes
+				streamed += row.StreamMinutes
 			}
-			t.Logf("%s: streamgate billed %.6f minutes (report %.6f), Stream counted %.6f", mode, billed, reported, emulated)
+			billed := ua.MinutesUsed + ud.MinutesUsed
+			t.Logf("%s: streamgate billed %.6f minutes (report %.6f); Stream minutes %.6f in the ledger, %.6f counted by Stream",
+				mode, billed, reported, streamed, emulated)
 			if !near(reported, billed, 1e-5) {
 				t.Errorf("usage report sums %.6f minutes, /v1/me/usage %.6f", reported, billed)
 			}
-			if emulated <= 0 || math.Abs(billed-emulated) > 0.01*emulated {
-				t.Errorf("streamgate billed %.6f minutes, Stream counted %.6f: more than 1%% apart", billed, emulated)
+			if !near(ua.StreamMinutes+ud.StreamMinutes, streamed, 1e-5) {
+				t.Errorf("usage shows %.6f Stream minutes, the report %.6f", ua.StreamMinutes+ud.StreamMinutes, streamed)
 			}
-			if mode == "per-download" && !near(billed, emulated, 1e-6) {
-				// Every download is billed whole on both sides: no rounding excuse.
-				t.Errorf("per-download: billed %.6f minutes, Stream counted %.6f", billed, emulated)
+			if emulated <= 0 || math.Abs(streamed-emulated) > 0.01*emulated {
+				t.Errorf("the ledger counted %.6f Stream minutes, Stream %.6f: more than 1%% apart", streamed, emulated)
 			}
 			if lines := logLines(t, gw.logs.String(), "billable download"); len(lines) == 0 {
 				t.Error("no billable download log lines")
 			} else {
 				for _, l := range lines {
-					for _, k := range []string{"user", "video", "type", "minutes", "bytes", "status", "country", "download_id"} {
+					for _, k := range []string{"user", "video", "type", "minutes", "stream_minutes", "bytes", "status", "country", "download_id", "delivered_by"} {
 						if _, ok := l[k]; !ok {
 							t.Errorf("billable download line lacks %q: %v", k, l)
 						}

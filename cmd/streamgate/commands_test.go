@@ -142,7 +142,9 @@ plans:
 }
 
 // TestUsageReport reads the ledger after downloads by two users: one row per user
-// in CSV and in JSON, with the same figures /v1/me/usage shows.
+// and a total in CSV and in JSON, with the same figures /v1/me/usage shows. Each
+// user downloads the file twice, one download billed once, while Stream sent
+// every copy.
 func TestUsageReport(t *testing.T) {
 	se := newStreamEnv(t)
 	uid := se.addVideo(testDuration, testSize)
@@ -162,13 +164,16 @@ func TestUsageReport(t *testing.T) {
 
 	want := map[string]struct {
 		downloads, deliveries, bytes int64
-		minutes                      float64
+		minutes, stream              float64
 	}{
-		"hana": {2, 2, 2 * testSize, uh.MinutesUsed},
-		"ivan": {2, 2, testSize + 65536, ui.MinutesUsed},
+		"hana": {1, 2, 2 * testSize, uh.MinutesUsed, 2 * testMinutes},
+		"ivan": {1, 2, testSize + 65536, ui.MinutesUsed, 1.25 * testMinutes},
 	}
-	if !near(uh.MinutesUsed, 2*testMinutes, 1e-5) || !near(ui.MinutesUsed, testMinutes*1.25, 1e-5) {
-		t.Errorf("usage hana %.6f, ivan %.6f; want %.6f and %.6f", uh.MinutesUsed, ui.MinutesUsed, 2*testMinutes, 1.25*testMinutes)
+	if !near(uh.MinutesUsed, testMinutes, 1e-5) || !near(ui.MinutesUsed, testMinutes, 1e-5) {
+		t.Errorf("usage hana %.6f, ivan %.6f; want %.6f each", uh.MinutesUsed, ui.MinutesUsed, testMinutes)
+	}
+	if !near(uh.StreamMinutes, 2*testMinutes, 1e-5) || !near(ui.StreamMinutes, 1.25*testMinutes, 1e-5) {
+		t.Errorf("Stream minutes hana %.6f, ivan %.6f", uh.StreamMinutes, ui.StreamMinutes)
 	}
 
 	t.Run("json", func(t *testing.T) {
@@ -182,7 +187,8 @@ func TestUsageReport(t *testing.T) {
 				t.Errorf("unexpected user %q", row.User)
 				continue
 			}
-			if row.Downloads != w.downloads || row.Deliveries != w.deliveries || row.Bytes != w.bytes || !near(row.Minutes, w.minutes, 1e-6) {
+			if row.Downloads != w.downloads || row.Deliveries != w.deliveries || row.Bytes != w.bytes ||
+				!near(row.Minutes, w.minutes, 1e-6) || !near(row.StreamMinutes, w.stream, 1e-6) || row.StreamBytes != w.bytes {
 				t.Errorf("row %+v, want %+v", row, w)
 			}
 		}
@@ -193,21 +199,29 @@ func TestUsageReport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(recs) != 3 || strings.Join(recs[0], ",") != "period,user,downloads,deliveries,minutes,bytes" {
-			t.Fatalf("csv = %q, want a header and two rows", recs)
+		if len(recs) != 4 || strings.Join(recs[0], ",") != "period,user,downloads,deliveries,minutes,stream_minutes,bytes,stream_bytes" {
+			t.Fatalf("csv = %q, want a header, two rows and a total", recs)
 		}
-		for _, rec := range recs[1:] {
+		for _, rec := range recs[1:3] {
 			w := want[rec[1]]
 			minutes, _ := strconv.ParseFloat(rec[4], 64)
+			stream, _ := strconv.ParseFloat(rec[5], 64)
 			if rec[0] != period || rec[2] != strconv.FormatInt(w.downloads, 10) || rec[3] != strconv.FormatInt(w.deliveries, 10) ||
-				rec[5] != strconv.FormatInt(w.bytes, 10) || !near(minutes, w.minutes, 1e-6) {
+				rec[6] != strconv.FormatInt(w.bytes, 10) || !near(minutes, w.minutes, 1e-6) || !near(stream, w.stream, 1e-6) {
 				t.Errorf("csv row %q, want %+v", rec, w)
 			}
+		}
+		total := recs[3]
+		minutes, _ := strconv.ParseFloat(total[4], 64)
+		stream, _ := strconv.ParseFloat(total[5], 64)
+		if total[1] != "" || total[2] != "2" || !near(minutes, 2*testMinutes, 1e-6) || !near(stream, 3.25*testMinutes, 1e-6) {
+			t.Errorf("csv total %q", total)
 		}
 	})
 
 	t.Run("another month is empty", func(t *testing.T) {
-		if out := report(t, gw.cfgPath, "1999-01", "json"); strings.TrimSpace(out) != `{"period":"1999-01","users":[]}` {
+		if out := report(t, gw.cfgPath, "1999-01", "json"); !strings.HasPrefix(strings.TrimSpace(out), `{"period":"1999-01","total":{"user":"","downloads":0`) ||
+			!strings.Contains(out, `"users":[]`) {
 			t.Errorf("report of an empty month = %s", out)
 		}
 	})

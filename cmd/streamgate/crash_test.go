@@ -131,7 +131,7 @@ func TestCrashRecovery(t *testing.T) {
 	waitFor(t, 15*time.Second, "checkpoints of every open delivery", func() bool {
 		var n int
 		err := db.QueryRowContext(context.Background(),
-			`SELECT COUNT(*) FROM deliveries WHERE settled_at IS NULL AND bytes >= 65536`).Scan(&n)
+			`SELECT COUNT(*) FROM deliveries WHERE settled_at IS NULL AND acked >= 65536`).Scan(&n)
 		return err == nil && n == len(users)
 	})
 
@@ -147,7 +147,8 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	checkpoints := map[string]checkpoint{}
 	rows, err := db.QueryContext(context.Background(),
-		`SELECT user_id, bytes, minutes_micro, reserved_micro FROM deliveries WHERE settled_at IS NULL`)
+		`SELECT dv.user_id, dv.acked, dv.minutes_micro, dl.reserved_micro
+			FROM deliveries dv JOIN downloads dl ON dl.id = dv.download_id WHERE dv.settled_at IS NULL`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	for u, cp := range checkpoints {
 		if cp.reservedMicro <= 0 {
-			t.Errorf("%s: the open delivery holds no reservation (%+v)", u, cp)
+			t.Errorf("%s: the open delivery's download holds no reservation (%+v)", u, cp)
 		}
 	}
 	if n := len(logLines(t, first.stderr.String(), "billable download")); n != 0 {

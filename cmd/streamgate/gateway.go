@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
 
+	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/config"
 	"github.com/streamgate/streamgate/policy"
@@ -232,6 +233,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	meter := usage.NewMeter(g.ledger, usage.MeterConfig{
 		Mode:            mode,
 		ResumeWindow:    cfg.Metering.ResumeWindow,
+		CopiesPerCharge: int64(cfg.Metering.CopiesPerCharge),
 		CheckpointEvery: cfg.Metering.CheckpointEvery,
 		Now:             now,
 		Logger:          log,
@@ -318,11 +320,14 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes: 64 << 10,
 		// No WriteTimeout: download routes roll a write deadline forward instead.
 		BaseContext: func(net.Listener) context.Context { return reqCtx },
+		// Each request knows its connection, so metering can ask the kernel
+		// what the client acknowledged (package acked).
+		ConnContext: acked.ConnContext,
 		ErrorLog:    zap.NewStdLog(g.log.Named("http")),
 	}
 	errc := make(chan error, 1)
 	// Answers net/http writes itself (431, malformed requests) carry problem bodies.
-	go func() { errc <- hs.Serve(proxy.ProblemListener(ln)) }()
+	go func() { errc <- hs.Serve(proxy.ProblemListener(acked.Listen(ln))) }()
 	g.log.Info("streamgate listening", zap.String("addr", ln.Addr().String()), zap.String("version", version))
 	select {
 	case err := <-errc:

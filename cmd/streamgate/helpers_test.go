@@ -376,6 +376,7 @@ type usageFigures struct {
 	MinutesUsed      float64 `json:"minutes_used"`
 	MinutesReserved  float64 `json:"minutes_reserved"`
 	MinutesRemaining float64 `json:"minutes_remaining"`
+	StreamMinutes    float64 `json:"stream_minutes"`
 }
 
 func getUsage(t *testing.T, c *http.Client, gwURL, token string) usageFigures {
@@ -523,8 +524,10 @@ type reportJSON struct {
 		User       string  `json:"user"`
 		Downloads  int64   `json:"downloads"`
 		Deliveries int64   `json:"deliveries"`
-		Minutes    float64 `json:"minutes"`
-		Bytes      int64   `json:"bytes"`
+		Minutes       float64 `json:"minutes"`
+		StreamMinutes float64 `json:"stream_minutes"`
+		Bytes         int64   `json:"bytes"`
+		StreamBytes   int64   `json:"stream_bytes"`
 	} `json:"users"`
 }
 

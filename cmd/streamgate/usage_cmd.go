@@ -19,7 +19,7 @@ func usageCmd(e env) *cobra.Command {
 	var path, period, format string
 	report := &cobra.Command{
 		Use:   "report",
-		Short: "Per user: downloads and billable minutes in a month",
+		Short: "Per user and in total: downloads, billed minutes and Stream minutes in a month",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !periodRE.MatchString(period) {
@@ -41,17 +41,28 @@ func usageCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			total := usage.ReportRow{}
+			for _, r := range rows {
+				total.Downloads += r.Downloads
+				total.Deliveries += r.Deliveries
+				total.Minutes += r.Minutes
+				total.StreamMinutes += r.StreamMinutes
+				total.Bytes += r.Bytes
+				total.StreamBytes += r.StreamBytes
+			}
 			if format == "json" {
 				if rows == nil {
 					rows = []usage.ReportRow{}
 				}
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"period": period, "users": rows})
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"period": period, "users": rows, "total": total})
 			}
+			// One line per user, then the total on a line with no user.
 			w := csv.NewWriter(e.stdout)
-			_ = w.Write([]string{"period", "user", "downloads", "deliveries", "minutes", "bytes"})
-			for _, r := range rows {
+			_ = w.Write([]string{"period", "user", "downloads", "deliveries", "minutes", "stream_minutes", "bytes", "stream_bytes"})
+			for _, r := range append(rows, total) {
 				_ = w.Write([]string{period, r.User, strconv.FormatInt(r.Downloads, 10), strconv.FormatInt(r.Deliveries, 10),
-					strconv.FormatFloat(r.Minutes, 'f', 6, 64), strconv.FormatInt(r.Bytes, 10)})
+					strconv.FormatFloat(r.Minutes, 'f', 6, 64), strconv.FormatFloat(r.StreamMinutes, 'f', 6, 64),
+					strconv.FormatInt(r.Bytes, 10), strconv.FormatInt(r.StreamBytes, 10)})
 			}
 			w.Flush()
 			return w.Error()
