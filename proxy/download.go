@@ -124,10 +124,14 @@ func parseDownload(uid, file string, q map[string][]string) (download, error) {
 	}
 	var name string
 	if v, ok := q["filename"]; ok {
-		if len(v) != 1 || !stream.ValidFilename(v[0]) {
+		// Cloudflare's own example names the file with its extension: a
+		// trailing extension of the type is taken off; any other dot is refused.
+		if len(v) != 1 {
 			return download{}, errBadFilename()
 		}
-		name = v[0]
+		if name, ok = stream.CleanFilename(v[0], typ); !ok {
+			return download{}, errBadFilename()
+		}
 	}
 	return download{video: uid, typ: typ, filename: name}, nil
 }
@@ -337,7 +341,8 @@ func (s *Server) videoReady(ctx context.Context, uid string, typ stream.Download
 	if err != nil {
 		return info, s.apiError(err)
 	}
-	if !info.Video.ReadyToStream || info.Video.Duration < 0 {
+	// An unknown duration (absent, null, -1, 0) is refused, never billed as 0.
+	if info.Video.Billable() != nil {
 		return info, &Error{Status: http.StatusConflict, Type: "video_not_ready",
 			Detail: "the video is still processing; its duration is not known yet"}
 	}

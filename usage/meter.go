@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,7 +135,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	switch {
 	case req.User == "" || req.Video == "":
 		return nil, errors.New("start delivery: user and video are required")
-	case req.Duration < 0:
+	case !(req.Duration > 0) || math.IsInf(req.Duration, 0):
 		return nil, fmt.Errorf("start delivery of %s: unknown duration", req.Video)
 	}
 	if _, err := stream.ParseDownloadType(string(req.Type)); err != nil {

@@ -347,7 +347,7 @@ func (r *OpenRequest) check() error {
 	switch {
 	case r.ID == "", r.NewDownloadID == "", r.User == "", r.Video == "", r.Period == "":
 		return errors.New("open delivery: it needs an ID, a download ID, a user, a video and a period")
-	case r.Duration < 0 || math.IsNaN(r.Duration) || math.IsInf(r.Duration, 0):
+	case !(r.Duration > 0) || math.IsInf(r.Duration, 0):
 		return errors.New("open delivery: unknown duration")
 	}
 	if r.At.IsZero() {

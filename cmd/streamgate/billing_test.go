@@ -286,8 +286,8 @@ func TestMeteringAgreesWithStream(t *testing.T) {
 			// What each user pays: per file, once (proportional: what they
 			// received of it; per-download: a duration per two copies sent).
 			slowMinutes := 12.0 / 60
-			wantAlice := 2*testMinutes + slowMinutes      // default, audio, slow
-			wantDave := testMinutes + testMinutes*1024/testSize // default, a KiB of audio
+			wantAlice := 2*testMinutes + slowMinutes                // default, audio, slow
+			wantDave := testMinutes + testMinutes*1024/(testSize/8) // default, a KiB of the audio (an eighth of the size)
 			if mode == "per-download" {
 				wantAlice = 2*testMinutes + testMinutes + slowMinutes // three copies and more of default
 				wantDave = 2 * testMinutes

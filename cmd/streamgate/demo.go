@@ -197,7 +197,7 @@ func printDemoHelp(e env, d demoInfo) {
 	pub, priv := d.Videos[0], d.Videos[1]
 	fmt.Fprintf(e.stdout, `
 streamgate demo: gateway %s, Stream emulator %s
-Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month: two downloads of the first video).
+Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month).
 
   export ALICE=%s
   export BOB=%s
@@ -214,8 +214,10 @@ Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month: two downloa
   curl -s -H "Authorization: Bearer $ALICE" -d '{"type":"default","filename":"Welcome"}' %s/v1/videos/%s/links
   # what alice has used this month
   curl -s -H "Authorization: Bearer $ALICE" %s/v1/me/usage
-  # bob's quota runs out on the third download of the first video (403)
-  for i in 1 2 3; do curl -s -H "Authorization: Bearer $BOB" -o /dev/null -w '%%{http_code}\n' %s; done
+  # bob fetches the first video twice: one download, billed once (10 of his 25 minutes)
+  for i in 1 2; do curl -s -H "Authorization: Bearer $BOB" -o /dev/null -w '%%{http_code}\n' %s; done
+  # the lecture needs 30 minutes and 15 remain: 403, with the figures
+  curl -s -H "Authorization: Bearer $BOB" %s
 
 `, d.Gateway, d.Emulator, a.ID, a.Plan, a.MinutesPerMonth, b.ID, b.Plan, b.MinutesPerMonth,
 		a.Token, b.Token,
@@ -223,7 +225,7 @@ Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month: two downloa
 		priv.MP4, priv.Audio, priv.MP4,
 		d.Gateway, pub.UID,
 		d.Gateway,
-		pub.MP4)
+		pub.MP4, priv.MP4)
 }
 
 func randomHex(n int) string {

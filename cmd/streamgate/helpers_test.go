@@ -422,7 +422,16 @@ func checkContent(t *testing.T, body []byte, uid string, typ stream.DownloadType
 // bytes, without holding it all in memory.
 func checkStream(t *testing.T, r io.Reader, uid string, typ stream.DownloadType, off, n int64) {
 	t.Helper()
-	want := streamtest.NewContentReader(uid, typ, off+n)
+	want := io.ReadSeeker(streamtest.NewContentReader(uid, typ, off+n))
+	for _, v := range demoVideos {
+		if v.UID == uid && v.Layout != streamtest.Synthetic {
+			f, err := streamtest.OpenFile(v, typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = f.NewReader()
+		}
+	}
 	if _, err := want.Seek(off, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
@@ -521,9 +530,9 @@ func report(t *testing.T, path, period, format string) string {
 type reportJSON struct {
 	Period string `json:"period"`
 	Users  []struct {
-		User       string  `json:"user"`
-		Downloads  int64   `json:"downloads"`
-		Deliveries int64   `json:"deliveries"`
+		User          string  `json:"user"`
+		Downloads     int64   `json:"downloads"`
+		Deliveries    int64   `json:"deliveries"`
 		Minutes       float64 `json:"minutes"`
 		StreamMinutes float64 `json:"stream_minutes"`
 		Bytes         int64   `json:"bytes"`

@@ -12,22 +12,27 @@ import (
 )
 
 // quotaGateway starts a gateway whose basic plan's quota fits exactly fits
-// whole downloads of its one video, with a concurrency cap of maxConcurrent (0:
-// none), and returns the video, the gateway and the quota in minutes.
-func quotaGateway(t *testing.T, mode string, fits, maxConcurrent int) (string, *testGateway, float64) {
+// whole downloads, with a concurrency cap of maxConcurrent (0: none), and
+// returns videos distinct videos of one length (each request of a test fetches
+// its own, so that each is a download of its own), the gateway and the quota in
+// minutes.
+func quotaGateway(t *testing.T, mode string, fits, maxConcurrent, videos int) ([]string, *testGateway, float64) {
 	t.Helper()
 	se := newStreamEnv(t)
-	uid := se.addVideo(testDuration, testSize)
+	uids := make([]string, videos)
+	for i := range uids {
+		uids[i] = se.addVideo(testDuration, testSize)
+	}
 	limit := float64(fits) * testMinutes
 	gw := startGateway(t, se, gwOptions{
 		Metering: mode,
 		Plans:    map[string]plan{"basic": {Minutes: limit, MaxConcurrent: maxConcurrent}},
 	})
-	return uid, gw, limit
+	return uids, gw, limit
 }
 
-// TestQuotaUnderConcurrency sends 200 simultaneous whole-file downloads of one
-// video for a user whose monthly quota covers exactly 10 of them: exactly 10 are
+// TestQuotaUnderConcurrency sends 200 simultaneous whole-file downloads (of 200
+// videos) for a user whose monthly quota covers exactly 10 of them: exactly 10 are
 // served in full, every other one is refused before its first byte, and the
 // ledger never shows more than the quota, neither while they run nor after.
 func TestQuotaUnderConcurrency(t *testing.T) {
@@ -37,7 +42,7 @@ func TestQuotaUnderConcurrency(t *testing.T) {
 	)
 	for _, mode := range []string{"proportional", "per-download"} {
 		t.Run(mode, func(t *testing.T) {
-			uid, gw, limit := quotaGateway(t, mode, fits, 0)
+			uids, gw, limit := quotaGateway(t, mode, fits, 0, clients+1)
 			token := portalToken(t, "carol", "basic")
 			c := clientFrom(t, ipGB)
 
@@ -80,7 +85,8 @@ func TestQuotaUnderConcurrency(t *testing.T) {
 				full   atomic.Int64
 				start  = make(chan struct{})
 			)
-			for range clients {
+			for i := range clients {
+				uid := uids[i]
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -139,12 +145,13 @@ func TestQuotaUnderConcurrency(t *testing.T) {
 			}
 
 			// A further download is refused with the quota figures.
-			r := do(t, c, http.MethodGet, gw.downloadURL(uid, stream.Default), token, nil)
+			r := do(t, c, http.MethodGet, gw.downloadURL(uids[clients], stream.Default), token, nil)
 			if r.status != http.StatusForbidden {
 				t.Fatalf("download past the quota: status %d, want 403", r.status)
 			}
 			body := r.json(t)
-			if body["minutes_limit"] != limit || body["minutes_remaining"] != 0.0 || body["type"] != "urn:streamgate:problem:quota_exceeded" {
+			if body["minutes_limit"] != limit || body["minutes_remaining"] != 0.0 || body["minutes_needed"] != testMinutes ||
+				body["type"] != "urn:streamgate:problem:quota_exceeded" {
 				t.Errorf("quota refusal body = %v", body)
 			}
 
@@ -174,7 +181,7 @@ func TestQuotaUnderConcurrencyCap(t *testing.T) {
 	)
 	for _, mode := range []string{"proportional", "per-download"} {
 		t.Run(mode, func(t *testing.T) {
-			uid, gw, limit := quotaGateway(t, mode, fits, 4)
+			uids, gw, limit := quotaGateway(t, mode, fits, 4, clients)
 			token := portalToken(t, "cora", "basic")
 			c := clientFrom(t, ipGB)
 
@@ -185,7 +192,8 @@ func TestQuotaUnderConcurrencyCap(t *testing.T) {
 				turnAway atomic.Int64
 				start    = make(chan struct{})
 			)
-			for range clients {
+			for i := range clients {
+				uid := uids[i]
 				wg.Add(1)
 				go func() {
 					defer wg.Done()

@@ -66,8 +66,13 @@ func TestReplicasShareQuotaAndLimits(t *testing.T) {
 	uid := se.addVideo(testDuration, testSize)
 
 	t.Run("quota", func(t *testing.T) {
+		// 24 downloads of 24 videos at once, each a download of its own.
 		const fits = 3
 		limit := fits * testMinutes
+		uids := make([]string, 24)
+		for i := range uids {
+			uids[i] = se.addVideo(testDuration, testSize)
+		}
 		o := gwOptions{Plans: map[string]plan{"basic": {Minutes: limit}}, LedgerDSN: dsn, RedisAddr: redisAddr, RedisPrefix: prefix + "q:"}
 		replicas := []*testGateway{startGateway(t, se, o), startGateway(t, se, o)}
 		token := portalToken(t, "rita", "basic")
@@ -82,9 +87,9 @@ func TestReplicasShareQuotaAndLimits(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r := do(t, c, http.MethodGet, replicas[i%2].downloadURL(uid, stream.Default), token, nil)
+				r := do(t, c, http.MethodGet, replicas[i%2].downloadURL(uids[i], stream.Default), token, nil)
 				if r.status == http.StatusOK {
-					checkContent(t, r.body, uid, stream.Default, 0)
+					checkContent(t, r.body, uids[i], stream.Default, 0)
 				}
 				mu.Lock()
 				status[r.status]++
