@@ -34,7 +34,7 @@ type upstream struct {
 	delivery  delivery     // nil for HEAD
 	read      atomic.Int64 // body bytes read from Stream
 	headersOK bool         // a 2xx (or 304/412/416) answer was passed on
-	err       error // why the proxy answered instead of Stream
+	err       error        // why the proxy answered instead of Stream
 }
 
 func (u *upstream) failure() string {
