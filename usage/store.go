@@ -200,8 +200,11 @@ func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
 	if delta == 0 {
 		return nil
 	}
-	res, err := t.exec(`UPDATE quota_periods SET reserved_micro = reserved_micro + ?
-		WHERE user_id = ? AND period = ? AND (? <= 0 OR ? < 0 OR used_micro + reserved_micro + ? <= ?)`,
+	// The parameters are cast: PostgreSQL would otherwise type a parameter
+	// compared with a literal as a 32-bit integer.
+	res, err := t.exec(`UPDATE quota_periods SET reserved_micro = reserved_micro + CAST(? AS BIGINT)
+		WHERE user_id = ? AND period = ?
+		  AND (CAST(? AS BIGINT) <= 0 OR CAST(? AS BIGINT) < 0 OR used_micro + reserved_micro + CAST(? AS BIGINT) <= CAST(? AS BIGINT))`,
 		delta, user, period, delta, lim, delta, lim)
 	if err != nil {
 		return err
@@ -615,8 +618,9 @@ func (s *store) Charge(ctx context.Context, req OpenRequest, status Outcome) (Se
 			return err
 		}
 		lim := limitMicro(req.Limit)
-		res, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + ?
-			WHERE user_id = ? AND period = ? AND (? = 0 OR ? < 0 OR used_micro + reserved_micro + ? <= ?)`,
+		res, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + CAST(? AS BIGINT)
+			WHERE user_id = ? AND period = ?
+			  AND (CAST(? AS BIGINT) = 0 OR CAST(? AS BIGINT) < 0 OR used_micro + reserved_micro + CAST(? AS BIGINT) <= CAST(? AS BIGINT))`,
 			full, req.User, req.Period, full, lim, full, lim)
 		if err != nil {
 			return err

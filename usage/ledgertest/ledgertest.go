@@ -213,6 +213,16 @@ func testUnlimited(t *testing.T, l usage.Ledger) {
 		MustOpen(t, l, Prop, req)
 	}
 	WantUsage(t, l, "alice", Period, 0, 50)
+	// A limit far past 32 bits of micro-minutes works like any other.
+	big := Request("bob", billing.Whole)
+	big.Limit = 1e7
+	MustOpen(t, l, Prop, big)
+	charged := Request("bob", billing.Whole)
+	charged.Video, charged.Limit = "ffffffffffffffffffffffffffffffff", 1e7
+	if _, err := l.Charge(ctx(), charged, usage.DirectLink); err != nil {
+		t.Fatalf("Charge under a large limit: %v", err)
+	}
+	WantUsage(t, l, "bob", Period, 10, 10)
 }
 
 // testRespond: a request for a file of unknown size reserves the whole
