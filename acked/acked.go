@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -235,4 +236,27 @@ func find(c net.Conn) *Conn {
 		}
 	}
 	return nil
+}
+
+// Unread is, on the receiving side of a connection, the bytes its kernel has
+// received, and so acknowledged to the sender, that nobody has read yet
+// (Linux SIOCINQ; false elsewhere, or when c is not a TCP socket or is closed).
+// It looks through wrappers with a NetConn method; under TLS the figure is in
+// ciphertext bytes. A gateway that abandons an upstream body adds it to what
+// it read, to count what the upstream delivered.
+func Unread(c net.Conn) (int64, bool) {
+	for range 16 {
+		if _, ok := c.(syscall.Conn); ok {
+			if _, tcp := c.LocalAddr().(*net.TCPAddr); tcp {
+				return unread(c)
+			}
+			return 0, false
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return 0, false
+		}
+		c = w.NetConn()
+	}
+	return 0, false
 }

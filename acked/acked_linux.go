@@ -96,3 +96,22 @@ func (s sysConn) read(written *atomic.Int64, tryInfo bool) (n int64, src Source,
 func clamp(n, hi int64) int64 {
 	return min(max(n, 0), hi)
 }
+
+// unread is the bytes the kernel has received on c (and acknowledged to the
+// sender) that nobody has read yet: SIOCINQ.
+func unread(c net.Conn) (int64, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var n int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		return 0, false
+	}
+	return int64(n), true
+}

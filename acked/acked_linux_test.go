@@ -590,3 +590,56 @@ func BenchmarkUnacked(b *testing.B) {
 		c.Unacked()
 	}
 }
+
+// TestUnread: the receiving side sees what its kernel holds unread, and what
+// it reads leaves that figure.
+func TestUnread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const sent = 100 << 10
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write(make([]byte, sent))
+		_, _ = c.Read(make([]byte, 1)) // until the client closes
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, ok := Unread(c)
+		if !ok {
+			t.Fatal("Unread is not available on a loopback TCP connection")
+		}
+		if n == sent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Unread = %d, want %d once everything arrived", n, sent)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 40<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := Unread(c); n != sent-40<<10 {
+		t.Fatalf("Unread after reading 40 KiB = %d, want %d", n, sent-40<<10)
+	}
+	// Through a wrapper with NetConn, and not for a unix socket.
+	if n, ok := Unread(wrapped{c}); !ok || n != sent-40<<10 {
+		t.Fatalf("Unread through a wrapper = %d, %v", n, ok)
+	}
+}
+
+type wrapped struct{ net.Conn }
+
+func (w wrapped) NetConn() net.Conn { return w.Conn }

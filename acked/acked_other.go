@@ -16,3 +16,5 @@ func probe(net.Conn) sysConn { return sysConn{} }
 func (sysConn) unacked(*atomic.Int64) (int64, Source, bool) {
 	return 0, SourceWritten, false
 }
+
+func unread(net.Conn) (int64, bool) { return 0, false }

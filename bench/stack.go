@@ -162,9 +162,7 @@ func New(ctx context.Context, opts Options) (st *Stack, err error) {
 	keyID := randomHex(16)
 	emu.AddSigningKey(keyID, &key.PublicKey)
 	st.Emulator = emu
-	st.emuSrv = httptest.NewUnstartedServer(emu.Handler())
-	st.emuSrv.Config.ReadHeaderTimeout = 10 * time.Second
-	st.emuSrv.Start()
+	st.emuSrv = streamtest.NewServer(emu.Handler())
 	st.EmulatorURL = st.emuSrv.URL
 	emu.SetDeliveryBase(st.EmulatorURL)
 

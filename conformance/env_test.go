@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,7 +113,7 @@ func newStreamEnv(t *testing.T) *streamEnv {
 	}
 	se.emu = streamtest.New(streamtest.Options{AccountID: "acct", APIToken: apiToken, GeoIP: geo})
 	se.rec = newRecorder(se.emu.Handler())
-	srv := httptest.NewServer(se.rec)
+	srv := streamtest.NewServer(se.rec)
 	t.Cleanup(srv.Close)
 	se.url = srv.URL
 	se.emu.SetDeliveryBase(srv.URL)

@@ -245,7 +245,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 
 	e.emu = streamtest.New(streamtest.Options{GeoIP: countryDB, Now: e.clock.Now, ReadyAfter: readyAfter})
 	e.emu.AddSigningKey(streamKeyID, &streamKey.PublicKey)
-	e.emuSrv = httptest.NewServer(e.rec.wrap(e.emu.Handler()))
+	e.emuSrv = streamtest.NewServer(e.rec.wrap(e.emu.Handler()))
 	t.Cleanup(e.emuSrv.Close)
 	e.emu.SetDeliveryBase(e.emuSrv.URL)
 

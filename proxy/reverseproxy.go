@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/usage"
 )
@@ -32,7 +34,8 @@ type upstream struct {
 	path      string // /TOKEN/downloads/FILE
 	filename  string
 	delivery  delivery     // nil for HEAD
-	read      atomic.Int64 // body bytes read from Stream
+	read      atomic.Int64 // body bytes Stream delivered: read, or unread in the socket when abandoned
+	conn      net.Conn     // the connection the answer came on
 	headersOK bool         // a 2xx (or 304/412/416) answer was passed on
 	err       error        // why the proxy answered instead of Stream
 }
@@ -113,6 +116,13 @@ func (s *Server) newReverseProxy() http.Handler {
 			}
 			pr.Out.URL = &u
 			pr.Out.Host = target.Host
+			if up.delivery != nil {
+				// Learn the connection, to count what Stream delivered into
+				// its socket should the body be abandoned.
+				pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), &httptrace.ClientTrace{
+					GotConn: func(i httptrace.GotConnInfo) { up.conn = i.Conn },
+				}))
+			}
 			for _, h := range []string{"Authorization", "Cookie", "Forwarded", "X-Forwarded-For",
 				"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "Accept-Encoding", "Referer", "Origin"} {
 				pr.Out.Header.Del(h)
@@ -148,7 +158,11 @@ func (s *Server) newReverseProxy() http.Handler {
 				}
 			}
 			up.headersOK = true
-			resp.Body = newIdleBody(resp.Body, s.cfg.UpstreamIdleTimeout, &up.read)
+			body := newIdleBody(resp.Body, s.cfg.UpstreamIdleTimeout, &up.read)
+			if resp.ProtoMajor == 1 {
+				body.conn = up.conn
+			}
+			resp.Body = body
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -224,7 +238,12 @@ type idleBody struct {
 	io.ReadCloser
 	idle  time.Duration
 	timer *time.Timer
-	read  *atomic.Int64 // counts the bytes read
+	read  *atomic.Int64 // counts the bytes Stream delivered
+	// conn is the HTTP/1 connection the body comes on: when the body is
+	// abandoned, what its socket holds unread was delivered by Stream too, and
+	// Stream bills it.
+	conn net.Conn
+	eof  bool
 }
 
 func newIdleBody(rc io.ReadCloser, idle time.Duration, read *atomic.Int64) *idleBody {
@@ -239,11 +258,19 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.timer.Reset(b.idle)
 		b.read.Add(int64(n))
 	}
+	if err == io.EOF {
+		b.eof = true
+	}
 	return n, err
 }
 
 func (b *idleBody) Close() error {
 	b.timer.Stop()
+	if !b.eof && b.conn != nil {
+		if n, ok := acked.Unread(b.conn); ok {
+			b.read.Add(n)
+		}
+	}
 	return b.ReadCloser.Close()
 }
 

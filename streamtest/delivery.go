@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamgate/streamgate/acked"
 )
 
 func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
@@ -134,6 +136,31 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 		minutes:        v.minutes(),
 	}
 	http.ServeContent(bw, r, "", v.created, f.NewReader())
+	bw.settle(r)
+}
+
+// settle counts, once the body is written, what its receiver acknowledged
+// instead of what was written, when the connection tells (see [Server]): bytes
+// still in socket buffers when the receiver went away never reached it. A
+// body written whole is given as long as its receiver keeps acknowledging.
+func (b *bodyWriter) settle(r *http.Request) {
+	if !b.billable || b.written == 0 {
+		return
+	}
+	_ = b.rc.Flush()
+	n, src := acked.ForRequest(r, b.written)
+	if src == acked.SourceWritten {
+		return
+	}
+	last, idle := n, time.Now()
+	for n < b.written && r.Context().Err() == nil && time.Since(idle) < 2*time.Second {
+		time.Sleep(2 * time.Millisecond)
+		if n, _ = acked.ForRequest(r, b.written); n > last {
+			last, idle = n, time.Now()
+		}
+	}
+	n, _ = acked.ForRequest(r, b.written)
+	b.account(n - b.written)
 }
 
 func etag(uid string, t DownloadType, size int64) string {

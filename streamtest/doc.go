@@ -10,7 +10,11 @@
 // imports the gateway's stream package, so a mistake there is caught here, not
 // mirrored. Its methods take a TypeName, so tests may pass DownloadType or
 // stream.DownloadType. It counts what it delivers per video and download type so
-// that metering can be checked against it. Bodies are deterministic and cheap to
+// that metering can be checked against it. Delivered is, in the emulator's
+// reading of Stream's "percentage of the file delivered", what the receiver's TCP
+// acknowledged: served through [Server] and [Listen] (or [NewServer]), a body cut
+// short counts only the bytes that reached the receiver's socket, not those left
+// in the emulator's send buffer; served otherwise, it counts the bytes written. Bodies are deterministic and cheap to
 // produce, so files of hundreds of megabytes cost no memory. Faults (delays, error
 // statuses, connections cut mid-body, bandwidth limits) can be injected per video.
 //

@@ -153,8 +153,8 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	}
 	defer g.Close()
 
-	emuSrv := &http.Server{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = emuSrv.Serve(eln) }()
+	emuSrv := streamtest.Server(emu.Handler())
+	go func() { _ = emuSrv.Serve(streamtest.Listen(eln)) }()
 	defer emuSrv.Close()
 
 	info := demoInfo{Gateway: gwURL, Emulator: emuURL}

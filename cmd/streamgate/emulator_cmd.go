@@ -49,12 +49,12 @@ Create a signing key with POST .../stream/keys to sign tokens for private videos
 				"emulator": url, "api": url + "/client/v4/", "account_id": emu.AccountID(), "videos": demoVideos,
 			})
 			fmt.Fprintf(e.stdout, "%s\n", line)
-			srv := &http.Server{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			srv := streamtest.Server(emu.Handler())
 			go func() {
 				<-cmd.Context().Done()
 				_ = srv.Close()
 			}()
-			if err := srv.Serve(ln); err != http.ErrServerClosed {
+			if err := srv.Serve(streamtest.Listen(ln)); err != http.ErrServerClosed {
 				return err
 			}
 			return nil

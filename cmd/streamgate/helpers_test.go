@@ -14,7 +14,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,7 +100,7 @@ func newStreamEnv(t *testing.T) *streamEnv {
 		t.Fatal(err)
 	}
 	se.emu = streamtest.New(streamtest.Options{AccountID: "acct", APIToken: apiToken, GeoIP: geo})
-	srv := httptest.NewServer(se.emu.Handler())
+	srv := streamtest.NewServer(se.emu.Handler())
 	t.Cleanup(srv.Close)
 	se.url = srv.URL
 	se.emu.SetDeliveryBase(srv.URL)

@@ -1,0 +1,32 @@
+package streamtest
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/streamgate/streamgate/acked"
+)
+
+// Server is an http.Server for the emulator's Handler (or a handler that wraps
+// it) that lets the emulator count what a delivery's receiver acknowledged
+// rather than what was handed to the kernel: serve it on [Listen]'s listener.
+// Without them the emulator counts the bytes it wrote.
+func Server(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnContext: acked.ConnContext}
+}
+
+// Listen wraps ln so that [Server]'s connections count their bytes.
+func Listen(ln net.Listener) net.Listener { return acked.Listen(ln) }
+
+// NewServer starts an httptest server for h (the emulator's Handler, or one
+// that wraps it) set up as [Server] is.
+func NewServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = Listen(srv.Listener)
+	srv.Config.ConnContext = acked.ConnContext
+	srv.Config.ReadHeaderTimeout = 10 * time.Second
+	srv.Start()
+	return srv
+}
