@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -246,6 +247,9 @@ func find(c net.Conn) *Conn {
 // it read, to count what the upstream delivered.
 func Unread(c net.Conn) (int64, bool) {
 	for range 16 {
+		if t, ok := c.(*Tracked); ok {
+			return t.unread()
+		}
 		if _, ok := c.(syscall.Conn); ok {
 			if _, tcp := c.LocalAddr().(*net.TCPAddr); tcp {
 				return unread(c)
@@ -259,4 +263,43 @@ func Unread(c net.Conn) (int64, bool) {
 		c = w.NetConn()
 	}
 	return 0, false
+}
+
+// Tracked is a dialed connection whose [Unread] figure outlives it: an HTTP
+// transport closes a connection whose request was cancelled at once, before
+// whoever abandoned the body can ask what the socket held. Close reads it one
+// last time and keeps it.
+type Tracked struct {
+	net.Conn
+	mu     sync.Mutex
+	closed bool
+	last   int64
+	lastOK bool
+}
+
+// Track wraps c, a connection this side dialed (for an http.Transport's
+// DialContext).
+func Track(c net.Conn) *Tracked { return &Tracked{Conn: c} }
+
+// NetConn is the connection beneath.
+func (t *Tracked) NetConn() net.Conn { return t.Conn }
+
+// Close keeps what the socket held unread, then closes it.
+func (t *Tracked) Close() error {
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		t.last, t.lastOK = Unread(t.Conn)
+	}
+	t.mu.Unlock()
+	return t.Conn.Close()
+}
+
+func (t *Tracked) unread() (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return t.last, t.lastOK
+	}
+	return Unread(t.Conn)
 }

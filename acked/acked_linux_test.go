@@ -634,9 +634,20 @@ func TestUnread(t *testing.T) {
 	if n, _ := Unread(c); n != sent-40<<10 {
 		t.Fatalf("Unread after reading 40 KiB = %d, want %d", n, sent-40<<10)
 	}
-	// Through a wrapper with NetConn, and not for a unix socket.
+	// Through a wrapper with NetConn.
 	if n, ok := Unread(wrapped{c}); !ok || n != sent-40<<10 {
 		t.Fatalf("Unread through a wrapper = %d, %v", n, ok)
+	}
+	// A tracked connection keeps the figure it had when it was closed.
+	tc := Track(c)
+	if err := tc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := Unread(wrapped{tc}); !ok || n != sent-40<<10 {
+		t.Fatalf("Unread of a closed tracked connection = %d, %v, want %d", n, ok, sent-40<<10)
+	}
+	if n, ok := Unread(c); ok {
+		t.Fatalf("Unread of the closed socket itself = %d, want no figure", n)
 	}
 }
 

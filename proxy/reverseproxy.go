@@ -79,10 +79,10 @@ func (s *Server) newReverseProxy() http.Handler {
 	if tr == nil {
 		tr = &http.Transport{
 			Proxy: nil,
-			DialContext: (&net.Dialer{
+			DialContext: trackedDial(&net.Dialer{
 				Timeout:   s.cfg.DialTimeout,
 				KeepAlive: 30 * time.Second,
-			}).DialContext,
+			}),
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          512,
 			MaxIdleConnsPerHost:   256,
@@ -203,6 +203,19 @@ func (s *Server) upstreamError(r *http.Request, err error) error {
 		return &Error{Status: http.StatusBadGateway, Type: "upstream_unavailable", Detail: "the video delivery service is unreachable", Cause: err}
 	}
 	return &Error{Status: http.StatusBadGateway, Type: "upstream_failed", Detail: "the video delivery service failed", Cause: err}
+}
+
+// trackedDial dials with d and tracks each connection (acked.Track), so that
+// what Stream had delivered into its socket is known even after the transport
+// closed it for a request the client abandoned.
+func trackedDial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return acked.Track(c), nil
+	}
 }
 
 // answerBytes is what an answer reveals of the file: its size (0 unknown) and
