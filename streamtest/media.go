@@ -1,6 +1,7 @@
 package streamtest
 
 import (
+	"cmp"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -182,24 +184,34 @@ func cachedPlan(k planKey) (*mediaPlan, error) {
 }
 
 // mediaPlan is a real file: its head and tail bytes, and between them the mdat
-// payload, which is not stored. The payload holds one chunk per track for each
-// period of the clip (video then audio), each period followed by gap bytes that no
-// sample table points at, so that the file reaches the size asked for while its
-// bytes stay spread over its duration as a real file's are: a client that plays
-// half the video, or seeks to its middle, reads about half the file, or the middle.
+// payload, which is not stored. The payload holds the clip's samples back to back,
+// period after period, its tracks interleaved in chunks of at most
+// maxChunkSeconds, as a muxer writes them, so that readers read it in one pass.
+// To reach the size asked for, the samples of one track (the video, or the audio
+// of an M4A) grow by padding that decoders skip (see readSample), the same in
+// every period, so the file's bytes stay spread over its duration as a real file's
+// are: a client that plays half the video, or seeks to its middle, reads about
+// half the file, or the middle. What the padding cannot take, a few bytes per
+// period, is in the free box before the mdat, which holds at least freeMin bytes:
+// the synthetic content at their offset, so that the files of two videos differ.
 type mediaPlan struct {
 	size       int64
 	layout     Layout
 	head       []byte // ftyp, moov (FastStart), free, mdat header
 	tail       []byte // moov (MoovAtEnd)
 	payloadLen int64
-	full       int64 // full periods; a partial one may follow
-	stride     int64 // bytes of a full period: its chunks and gap
-	gap        int64 // gap bytes after every period
+	full       int64   // full periods; a partial one may follow
+	stride     int64   // bytes of a full period
+	fullPieces []piece // a full period's samples in file order
+	partPieces []piece // the partial period's
 	tracks     []*trackPlan
 	moovAt     int64 // offset of the moov box
 	freeAt     int64 // offset of the free box
+	freeLen    int64 // bytes of the free box, its header included
 }
+
+// freeMin is the fewest bytes the free box holds after its header.
+const freeMin = 32
 
 // buildPlan lays out the file named by k.
 func buildPlan(c *clipMedia, k planKey) (*mediaPlan, error) {
@@ -223,31 +235,26 @@ func buildPlan(c *clipMedia, k planKey) (*mediaPlan, error) {
 	}
 	tps := planTracks(c, tracks, k.duration)
 	p := &mediaPlan{layout: k.layout, tracks: tps, full: tps[0].full}
-	var fullBytes, partBytes int64
-	for _, t := range tps {
-		fullBytes += t.fullBytes
-		partBytes += t.partBytes
-	}
-	periods, media := p.full, p.full*fullBytes+partBytes
-	if partBytes > 0 {
-		periods++
-	}
+	windows := chunkWindows(c)
+	_, _, fullLen, partLen := layoutPeriods(tps, windows)
+	media := p.full*fullLen + partLen // without padding
 
+	// The moov's size depends on neither the padding nor the offsets.
 	wide, mdatHdr := false, int64(8)
 	var payloadAt, moovLen, leftover int64
 	for {
-		m, err := writeMoov(c, tps, func(int, int64) int64 { return 0 }, wide)
+		m, err := writeMoov(c, tps, 0, 0, wide)
 		if err != nil {
 			return nil, err
 		}
 		moovLen = int64(len(m))
-		natural := int64(len(ftyp)) + moovLen + 8 + mdatHdr + media
-		p.gap, leftover = 0, 0
-		if extra := k.size - natural; extra > 0 {
-			p.gap, leftover = extra/periods, extra%periods
+		extra := k.size - (int64(len(ftyp)) + moovLen + 8 + freeMin + mdatHdr + media)
+		leftover = freeMin + max(0, extra-tps[0].padTo(extra))
+		if last := tps[0].pad; last != nil && int64(slices.Max(tps[0].t.sizes))+last[len(last)-1] > math.MaxUint32 {
+			return nil, fmt.Errorf("streamtest: %d bytes are too many for a file of %gs", k.size, k.duration)
 		}
-		p.stride = fullBytes + p.gap
-		p.payloadLen = media + periods*p.gap
+		p.fullPieces, p.partPieces, p.stride, partLen = layoutPeriods(tps, windows)
+		p.payloadLen = p.full*p.stride + partLen
 		if mdatHdr == 8 && p.payloadLen+8 > math.MaxUint32 {
 			mdatHdr = 16
 			continue
@@ -262,17 +269,7 @@ func buildPlan(c *clipMedia, k planKey) (*mediaPlan, error) {
 		}
 		break
 	}
-	moov, err := writeMoov(c, tps, func(j int, chunk int64) int64 {
-		off := payloadAt + chunk*p.stride
-		for _, t := range tps[:j] {
-			if chunk < p.full {
-				off += t.fullBytes
-			} else {
-				off += t.partBytes
-			}
-		}
-		return off
-	}, wide)
+	moov, err := writeMoov(c, tps, payloadAt, p.stride, wide)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +282,7 @@ func buildPlan(c *clipMedia, k planKey) (*mediaPlan, error) {
 		p.moovAt = int64(len(head))
 		head = append(head, moov...)
 	}
-	p.freeAt = int64(len(head))
+	p.freeAt, p.freeLen = int64(len(head)), 8+leftover
 	head = binary.BigEndian.AppendUint32(head, uint32(8+leftover))
 	head = append(head, "free"...)
 	head = append(head, make([]byte, leftover)...)
@@ -310,15 +307,19 @@ func buildPlan(c *clipMedia, k planKey) (*mediaPlan, error) {
 }
 
 // readAt fills dst with the file's bytes at off; the caller keeps off+len(dst)
-// within the file. Gap bytes are the synthetic content at their offset (blk).
+// within the file. The free box's payload is the synthetic content at its
+// offset (blk).
 func (p *mediaPlan) readAt(dst []byte, off int64, blk []byte) {
 	for len(dst) > 0 {
 		var n int
 		switch rel := off - int64(len(p.head)); {
 		case rel < 0:
 			n = copy(dst, p.head[off:])
+			if from, to := max(off, p.freeAt+8), min(off+int64(n), p.freeAt+p.freeLen); from < to {
+				fill(blk, dst[from-off:to-off], from)
+			}
 		case rel < p.payloadLen:
-			n = p.readPayload(dst, rel, blk, off)
+			n = p.readPayload(dst, rel)
 		default:
 			n = copy(dst, p.tail[rel-p.payloadLen:])
 		}
@@ -328,21 +329,20 @@ func (p *mediaPlan) readAt(dst []byte, off int64, blk []byte) {
 }
 
 // readPayload reads from rel bytes into the mdat payload, at most to the end of
-// the chunk or gap it falls in, and returns how many bytes it read.
-func (p *mediaPlan) readPayload(dst []byte, rel int64, blk []byte, abs int64) int {
+// the sample it falls in, and returns how many bytes it read.
+func (p *mediaPlan) readPayload(dst []byte, rel int64) int {
 	period := min(rel/p.stride, p.full)
 	at := rel - period*p.stride
-	for _, t := range p.tracks {
-		n := t.fullBytes
-		if period == p.full {
-			n = t.partBytes
-		}
-		if at < n {
-			return copy(dst, t.t.data[at:n])
-		}
-		at -= n
+	ps := p.fullPieces
+	if period == p.full {
+		ps = p.partPieces
 	}
-	n := min(int64(len(dst)), p.gap-at)
-	fill(blk, dst[:n], abs)
-	return int(n)
+	j, _ := slices.BinarySearchFunc(ps, at, func(pc piece, at int64) int { return cmp.Compare(pc.at, at+1) })
+	pc := ps[j-1] // the last sample starting at or before at
+	tp := p.tracks[pc.track]
+	var pad int64
+	if tp.pad != nil {
+		pad = tp.pad[pc.sample]
+	}
+	return tp.t.readSample(dst, pc.sample, at-pc.at, pad)
 }

@@ -2,14 +2,17 @@ package streamtest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,8 +159,9 @@ func readFile(t *testing.T, f *File) []byte {
 }
 
 // TestMediaStructure checks the box structure of real files with the package's
-// own parser: box order per layout, durations, sample tables that point into mdat
-// at the clip's sample bytes, and the size asked for.
+// own parser: box order per layout, durations, sample tables that fill the mdat
+// with the clip's samples back to back, finely interleaved, grown by padding of
+// the right form, the size asked for, and bytes spread evenly over time.
 func TestMediaStructure(t *testing.T) {
 	clip, err := loadClip()
 	if err != nil {
@@ -208,6 +212,7 @@ func TestMediaStructure(t *testing.T) {
 				t.Errorf("mvhd duration %gs, want %g", got, tc.duration)
 			}
 			var traks []*clipTrack
+			var spans []chunkSpan
 			for _, b := range kids {
 				if b.typ == "trak" {
 					tr, err := parseTrack(file, b)
@@ -215,9 +220,10 @@ func TestMediaStructure(t *testing.T) {
 						t.Fatalf("trak: %v", err)
 					}
 					traks = append(traks, tr)
-					checkTrack(t, file, b, mdatStart, mdatEnd)
+					spans = append(spans, chunkSpans(t, b, len(traks)-1)...)
 				}
 			}
+			checkContiguous(t, spans, mdatStart, mdatEnd)
 			wantTracks := []*clipTrack{clip.video, clip.audio}
 			if tc.audio {
 				wantTracks = wantTracks[1:]
@@ -225,6 +231,7 @@ func TestMediaStructure(t *testing.T) {
 			if len(traks) != len(wantTracks) {
 				t.Fatalf("%d tracks, want %d", len(traks), len(wantTracks))
 			}
+			var padded int64
 			for i, tr := range traks {
 				w := wantTracks[i]
 				if tr.handler != w.handler {
@@ -237,60 +244,254 @@ func TestMediaStructure(t *testing.T) {
 				if got := float64(d) / float64(tr.timescale); math.Abs(got-tc.duration) > 0.1 {
 					t.Errorf("%s track lasts %gs, want %g", tr.handler, got, tc.duration)
 				}
-				// Sample i of the file is sample i mod n of the clip, byte for byte.
+				// Sample i of the file is sample i mod n of the clip, grown (video,
+				// and the audio of an M4A) by padding that decoders skip.
 				n := len(w.sizes)
-				var off, clipOff int
+				var off int
 				for j, s := range tr.sizes {
-					if j%n == 0 {
-						clipOff = 0
+					c := j % n
+					got, orig := tr.data[off:off+int(s)], w.data[w.offs[c]:w.offs[c]+int(w.sizes[c])]
+					var err error
+					switch {
+					case tr.handler == "vide":
+						err = checkFiller(got, orig)
+					case tc.audio:
+						err = checkAACFill(got, orig, w.aacEnd[c])
+					case !bytes.Equal(got, orig):
+						err = errors.New("differs")
 					}
-					if s != w.sizes[j%n] || !bytes.Equal(tr.data[off:off+int(s)], w.data[clipOff:clipOff+int(s)]) {
-						t.Fatalf("%s sample %d differs from clip sample %d", tr.handler, j, j%n)
+					if err != nil {
+						t.Fatalf("%s sample %d (clip sample %d): %v", tr.handler, j, c, err)
 					}
-					if w.sync != nil && tr.sync[j] != w.sync[j%n] {
-						t.Fatalf("%s sample %d: sync %v, clip's %v", tr.handler, j, tr.sync[j], w.sync[j%n])
+					if w.sync != nil && tr.sync[j] != w.sync[c] {
+						t.Fatalf("%s sample %d: sync %v, clip's %v", tr.handler, j, tr.sync[j], w.sync[c])
 					}
+					padded += int64(len(got) - len(orig))
 					off += int(s)
-					clipOff += int(s)
 				}
 				if tr.mediaTime != w.mediaTime {
 					t.Errorf("%s edit list media time %d, want the clip's %d", tr.handler, tr.mediaTime, w.mediaTime)
 				}
 			}
+			// The padding makes up the size asked for; what it cannot take is in
+			// the free box, under a kilobyte per minute.
+			free, _ := findBox(top, "free")
+			if len(free.data) > freeMin+int(tc.duration/60*1024)+1024 {
+				t.Errorf("free box of %d bytes", len(free.data))
+			}
+			if f.Size() > 500<<10 && padded < f.Size()/4 {
+				t.Errorf("%d bytes of padding in a file of %d", padded, f.Size())
+			}
+			// Bytes are spread over time: the samples of the first half of the
+			// media end about halfway through the file.
+			half := int64(0)
+			for _, sp := range spans {
+				if sp.track == 0 && sp.time < tc.duration/2 {
+					half = sp.end
+				}
+			}
+			if frac := float64(half) / float64(f.Size()); tc.duration > 10 && math.Abs(frac-0.5) > 0.03 {
+				t.Errorf("the first half of the media ends at %.3f of the file, want about 0.5", frac)
+			}
 		})
 	}
 }
 
-// checkTrack checks that every chunk offset of trak lies in mdat's payload and
-// that the chunks are in increasing order.
-func checkTrack(t *testing.T, file []byte, trak mp4Box, mdatStart, mdatEnd int64) {
+// chunkSpan is one chunk of a track as its sample tables place it: its bytes in
+// the file and the time of its first sample, in seconds.
+type chunkSpan struct {
+	track      int
+	start, end int64
+	time       float64
+}
+
+// chunkSpans reads trak's chunks from its stco or co64, stsc, stsz and stts.
+func chunkSpans(t *testing.T, trak mp4Box, track int) []chunkSpan {
 	t.Helper()
-	for _, typ := range []string{"stco", "co64"} {
-		b, err := boxPath(mustParse(t, trak.data), "mdia", "minf", "stbl", typ)
-		if err != nil {
-			continue
-		}
-		r := newFullBox(b)
-		n := r.u32()
-		last := int64(-1)
-		for range n {
-			var off int64
-			if typ == "stco" {
-				off = int64(r.u32())
-			} else {
-				off = int64(r.u64())
-			}
-			if off < mdatStart || off >= mdatEnd {
-				t.Fatalf("chunk offset %d outside mdat [%d, %d)", off, mdatStart, mdatEnd)
-			}
-			if off <= last {
-				t.Fatalf("chunk offset %d after %d", off, last)
-			}
-			last = off
-		}
-		return
+	kids := mustParse(t, trak.data)
+	mdhd, err := boxPath(kids, "mdia", "mdhd")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no chunk offsets")
+	r := newFullBox(mdhd)
+	r.take(8)
+	timescale := float64(r.u32())
+	table := func(typ string) *fullBox {
+		b, err := boxPath(kids, "mdia", "minf", "stbl", typ)
+		if err != nil {
+			return nil
+		}
+		return newFullBox(b)
+	}
+	var spans []chunkSpan
+	if r := table("stco"); r != nil {
+		for range r.u32() {
+			spans = append(spans, chunkSpan{track: track, start: int64(r.u32())})
+		}
+	} else if r := table("co64"); r != nil {
+		for range r.u32() {
+			spans = append(spans, chunkSpan{track: track, start: int64(r.u64())})
+		}
+	} else {
+		t.Fatal("no chunk offsets")
+	}
+	var sizes []int64
+	r = table("stsz")
+	r.u32()
+	for range r.u32() {
+		sizes = append(sizes, int64(r.u32()))
+	}
+	var deltas []int64
+	r = table("stts")
+	for range r.u32() {
+		c, d := r.u32(), r.u32()
+		for range c {
+			deltas = append(deltas, int64(d))
+		}
+	}
+	type run struct{ first, per uint32 }
+	var runs []run
+	r = table("stsc")
+	for range r.u32() {
+		runs = append(runs, run{r.u32(), r.u32()})
+		r.u32()
+	}
+	if r.err != nil || len(runs) == 0 || len(deltas) != len(sizes) {
+		t.Fatalf("bad sample tables: %v", r.err)
+	}
+	sample, dts := 0, int64(0)
+	for k := range spans {
+		per := 0
+		for _, ru := range runs {
+			if int(ru.first) <= k+1 {
+				per = int(ru.per)
+			}
+		}
+		spans[k].end, spans[k].time = spans[k].start, float64(dts)/timescale
+		for range per {
+			if sample == len(sizes) {
+				t.Fatal("stsc holds more samples than stsz")
+			}
+			spans[k].end += sizes[sample]
+			dts += deltas[sample]
+			sample++
+		}
+	}
+	if sample != len(sizes) {
+		t.Fatalf("chunks hold %d samples, stsz %d", sample, len(sizes))
+	}
+	return spans
+}
+
+// checkContiguous checks that the chunks of all tracks fill the mdat payload
+// [mdatStart, mdatEnd) back to back, each starting where the one before ended,
+// and that they interleave the tracks finely: in file order, no chunk starts more
+// than half a second after or before the one before it.
+func checkContiguous(t *testing.T, spans []chunkSpan, mdatStart, mdatEnd int64) {
+	t.Helper()
+	slices.SortFunc(spans, func(a, b chunkSpan) int { return cmp.Compare(a.start, b.start) })
+	at := mdatStart
+	for k, sp := range spans {
+		if sp.start != at {
+			t.Fatalf("chunk %d of track %d starts at %d, the chunk before ended at %d", k, sp.track, sp.start, at)
+		}
+		if k > 0 && math.Abs(sp.time-spans[k-1].time) > 0.5 {
+			t.Fatalf("chunk at %d starts at %gs, the one before at %gs", sp.start, sp.time, spans[k-1].time)
+		}
+		at = sp.end
+	}
+	if at != mdatEnd {
+		t.Fatalf("the chunks end at %d, the mdat at %d", at, mdatEnd)
+	}
+}
+
+// checkFiller checks that an H.264 sample is orig, or orig followed by one filler
+// data NAL unit: a 4-byte length, nal_unit_type 12, 0xFF bytes, then 0x80.
+func checkFiller(got, orig []byte) error {
+	if !bytes.Equal(got[:min(len(got), len(orig))], orig) {
+		return errors.New("does not start with the clip's sample")
+	}
+	nal := got[len(orig):]
+	if len(nal) == 0 {
+		return nil
+	}
+	if len(nal) < 6 || int(binary.BigEndian.Uint32(nal)) != len(nal)-4 {
+		return fmt.Errorf("%d bytes after the clip's sample are not one NAL unit", len(nal))
+	}
+	body := nal[4:]
+	if body[0] != 12 || body[len(body)-1] != 0x80 || bytes.Count(body[1:len(body)-1], []byte{0xFF}) != len(body)-2 {
+		return fmt.Errorf("padding % x… is not a filler data NAL unit", body[:min(len(body), 8)])
+	}
+	return nil
+}
+
+// checkAACFill checks that an AAC frame is orig, or orig with fill elements
+// (ID_FIL, EXT_FILL payloads) between its last element and its END element.
+func checkAACFill(got, orig []byte, end int) error {
+	if bytes.Equal(got, orig) {
+		return nil
+	}
+	if len(got) <= len(orig) || !bytes.Equal(got[:end/8], orig[:end/8]) {
+		return errors.New("differs from the clip's frame before its END element")
+	}
+	for i := end / 8 * 8; i < end; i++ {
+		if bitAt(got, i) != bitAt(orig, i) {
+			return errors.New("differs from the clip's frame before its END element")
+		}
+	}
+	r := bitReader{b: got, pos: end}
+	elems := 0
+	for {
+		id := r.read(3)
+		if id == 7 {
+			break
+		}
+		if id != 6 {
+			return fmt.Errorf("element %d after the clip's is %d, not ID_FIL", elems, id)
+		}
+		elems++
+		count := r.read(4)
+		if count == 15 {
+			count += r.read(8) - 1
+		}
+		for k := range count {
+			want := 0xA5
+			if k == 0 {
+				want = 0 // EXT_FILL, fill_nibble
+			}
+			if b := r.read(8); b != want {
+				return fmt.Errorf("fill byte %d is %#x, want %#x", k, b, want)
+			}
+		}
+		if r.pos > 8*len(got) {
+			return errors.New("fill elements run past the frame")
+		}
+	}
+	if rest := 8*len(got) - r.pos; rest < 0 || rest > 7 || r.read(rest) != 0 {
+		return fmt.Errorf("%d bits after END", rest)
+	}
+	if elems == 0 {
+		return errors.New("grown without a fill element")
+	}
+	return nil
+}
+
+// bitReader reads bits most significant first; past the end it reads zeros.
+type bitReader struct {
+	b   []byte
+	pos int
+}
+
+func (r *bitReader) read(n int) int {
+	v := 0
+	for range n {
+		v <<= 1
+		if r.pos < 8*len(r.b) {
+			v |= int(bitAt(r.b, r.pos))
+		}
+		r.pos++
+	}
+	return v
 }
 
 func mustParse(t *testing.T, b []byte) []mp4Box {
@@ -501,20 +702,28 @@ func TestMediaLarge(t *testing.T) {
 			}
 			r := newFullBox(co64)
 			n := int(r.u32())
-			var last uint64
-			for range n {
-				last = r.u64()
+			offs := make([]uint64, n)
+			for k := range offs {
+				offs[k] = r.u64()
 			}
-			if last <= math.MaxUint32 || int64(last) >= mdatEnd {
-				t.Fatalf("last chunk at %d: want past 4 GiB, before the mdat's end %d", last, mdatEnd)
+			// Every period of the clip holds the same number of video chunks; the
+			// last period's first chunk starts with the clip's first sample, an IDR
+			// picture, and the filler that grows it.
+			windows := chunkWindows(clip)
+			first := offs[(n-1)/windows*windows]
+			if first <= math.MaxUint32 || int64(first) >= mdatEnd {
+				t.Fatalf("last period at %d: want past 4 GiB, before the mdat's end %d", first, mdatEnd)
 			}
-			// The last video chunk starts with the clip's first sample, an IDR picture.
-			first := make([]byte, clip.video.sizes[0])
-			if _, err := f.ReadAt(first, int64(last)); err != nil {
+			size := clip.video.sizes[0]
+			sample := make([]byte, size+5)
+			if _, err := f.ReadAt(sample, int64(first)); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(first, clip.video.data[:len(first)]) {
-				t.Error("the last chunk does not hold the clip's first sample")
+			if !bytes.Equal(sample[:size], clip.video.data[:size]) {
+				t.Error("the last period does not start with the clip's first sample")
+			}
+			if pad := binary.BigEndian.Uint32(sample[size:]); pad < 300<<10 || sample[size+4] != 12 {
+				t.Errorf("the clip's first sample is followed by % x, want a filler NAL unit of about 350 KB", sample[size:])
 			}
 		})
 	}
@@ -540,15 +749,13 @@ func TestMediaReadAtAndETag(t *testing.T) {
 		t.Errorf("ReadAt past the end = %d, %v; want 10, EOF", n, err)
 	}
 
-	// The gap after the first period's chunks is the synthetic content at its offset.
-	gapAt := int64(len(f.plan.head))
-	for _, tp := range f.plan.tracks {
-		gapAt += tp.fullBytes
+	// The free box holds the synthetic content at its offset, so two videos'
+	// files differ.
+	p := f.plan
+	if from, to := p.freeAt+8, p.freeAt+p.freeLen; p.freeLen < 8+freeMin || string(whole[p.freeAt+4:from]) != "free" ||
+		!bytes.Equal(whole[from:to], Content(uidShort, Default, from, to-from)) {
+		t.Errorf("free box of %d bytes at %d does not hold the synthetic content", p.freeLen, p.freeAt)
 	}
-	if f.plan.gap < 100 || !bytes.Equal(whole[gapAt:gapAt+100], Content(uidShort, Default, gapAt, 100)) {
-		t.Errorf("gap of %d bytes at %d is not the synthetic content", f.plan.gap, gapAt)
-	}
-
 	other := v
 	other.UID = uidLong
 	g, _ := OpenFile(other, Default)
@@ -695,5 +902,112 @@ func BenchmarkFileReader(b *testing.B) {
 		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f.NewReader()}, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestMediaFFmpegRemuxRequests has ffmpeg remux a 10-minute MoovAtEnd file over
+// HTTP and counts what it asked for. A file whose mdat holds its samples back to
+// back, interleaved finely, is read as Stream's are: the start, the moov, then the
+// media in one pass; a file with holes between its chunks makes ffmpeg seek, and
+// so open a new request, at every hole.
+func TestMediaFFmpegRemuxRequests(t *testing.T) {
+	ffmpeg := needTool(t, "ffmpeg")
+	e := New(Options{})
+	v := Video{UID: uidLong, Duration: 600, Size: 24 << 20, Layout: MoovAtEnd, ReadyToStream: true}
+	e.AddVideo(v)
+	e.SetDownloadReady(uidLong, Default)
+	log := &rangeLog{m: map[string][]string{}}
+	srv := httptest.NewServer(log.wrap(e.Handler()))
+	t.Cleanup(srv.Close)
+	path := "/" + uidLong + "/downloads/default.mp4"
+	f, err := OpenFile(v, Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out := t.TempDir() + "/out.mp4"
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", srv.URL+path, "-c", "copy", "-f", "mp4", out)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, stderr.Bytes())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("ffmpeg reported errors: %s", stderr.Bytes())
+	}
+	ranges := log.get(path)
+	sent := e.Stats(uidLong, Default).Bytes
+	t.Logf("%d requests, %d bytes sent for a %d-byte file; first ranges %q", len(ranges), sent, f.Size(), ranges[:min(len(ranges), 8)])
+	if len(ranges) > 6 {
+		t.Errorf("ffmpeg made %d requests, want at most 6", len(ranges))
+	}
+	if sent > f.Size()*3/2 {
+		t.Errorf("ffmpeg was sent %d bytes, more than 1.5 times the file's %d", sent, f.Size())
+	}
+}
+
+// TestMediaPaddingDecodes decodes, with ffmpeg over HTTP, files grown to their
+// size by padding and the same media without padding: every decoded video frame
+// and audio frame must be the same, so the padding is skipped by the decoder and
+// changes nothing it shows or plays.
+func TestMediaPaddingDecodes(t *testing.T) {
+	ffmpeg := needTool(t, "ffmpeg")
+	e := New(Options{})
+	srv := httptest.NewServer(e.Handler())
+	t.Cleanup(srv.Close)
+	for i, tc := range []struct {
+		name   string
+		typ    DownloadType
+		layout Layout
+		dur    float64
+		size   int64
+	}{
+		{"default", Default, MoovAtEnd, 30, 2 << 20},
+		{"default just over the media", Default, FastStart, 30, 459000},
+		{"audio", Audio, MoovAtEnd, 30, 128 << 10},
+		{"audio partial period", Audio, FastStart, 7.5, 64 << 10},
+		{"audio frames of many fill elements", Audio, MoovAtEnd, 7.5, 400 << 10},
+		{"audio just over the media", Audio, FastStart, 30, 66800},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			decode := func(uid string, size int64) (string, *File) {
+				t.Helper()
+				v := Video{UID: uid, Duration: tc.dur, Size: size, AudioSize: size, Layout: tc.layout, ReadyToStream: true}
+				e.AddVideo(v)
+				e.SetDownloadReady(uid, tc.typ)
+				f, err := OpenFile(v, tc.typ)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var stdout, stderr bytes.Buffer
+				cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error",
+					"-i", srv.URL+"/"+uid+"/downloads/"+tc.typ.file(), "-map", "0", "-f", "framemd5", "-")
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+					t.Fatalf("ffmpeg: %v: %s", err, stderr.Bytes())
+				}
+				return stdout.String(), f
+			}
+			plain, pf := decode(fmt.Sprintf("%032x", 2*i+0x100), 1)
+			padded, f := decode(fmt.Sprintf("%032x", 2*i+0x101), tc.size)
+			if d := math.Abs(float64(f.Size()-tc.size)) / float64(tc.size); d > 0.01 {
+				t.Errorf("size %d, want within 1%% of %d", f.Size(), tc.size)
+			}
+			if f.Size() <= pf.Size() {
+				t.Fatalf("padded file of %d bytes, unpadded %d: nothing padded", f.Size(), pf.Size())
+			}
+			if strings.Count(plain, "\n") < 100 {
+				t.Fatalf("decoded only:\n%s", plain)
+			}
+			if plain != padded {
+				t.Errorf("the padded file decodes differently from the plain one")
+				pl, pd := strings.Split(plain, "\n"), strings.Split(padded, "\n")
+				for k := range min(len(pl), len(pd)) {
+					if pl[k] != pd[k] {
+						t.Fatalf("first difference, line %d:\nplain  %s\npadded %s", k, pl[k], pd[k])
+					}
+				}
+			}
+		})
 	}
 }

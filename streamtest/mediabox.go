@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 )
 
@@ -126,8 +127,12 @@ type clipTrack struct {
 	sync      []bool   // per sample; nil without stss (every sample is sync)
 	sdi       uint32   // the sample description index of every sample
 	data      []byte   // the period's sample bytes, back to back
+	offs      []int    // per sample: where it starts in data
 	period    uint64   // the period in the track's timescale
 	mediaTime int64    // the edit list's media_time; -1 for no edit list
+	entry     string   // the sample entry's type: "avc1", "mp4a"
+	nalLen    int      // avc1: bytes of a NAL unit's length prefix
+	aacEnd    []int    // mp4a: per sample, the bit where its END element starts
 }
 
 // clipMedia is the parsed clip.
@@ -209,8 +214,40 @@ func parseClip(file []byte) (*clipMedia, error) {
 			return nil, err
 		}
 	}
+	if c.video.entry != "avc1" || c.video.nalLen != 4 {
+		return nil, errors.New("mp4: the clip's video is not H.264 with 4-byte NAL lengths")
+	}
+	if c.audio.entry != "mp4a" {
+		return nil, errors.New("mp4: the clip's audio is not AAC")
+	}
+	if err := c.audio.findAACEnds(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
+
+// findAACEnds finds where each AAC frame's END element starts. A raw_data_block
+// ends with END (the 3 bits 111) and then zero bits up to a byte boundary, so END
+// is the last set bit and the two before it.
+func (t *clipTrack) findAACEnds() error {
+	t.aacEnd = make([]int, len(t.sizes))
+	for i := range t.sizes {
+		s := t.data[t.offs[i] : t.offs[i]+int(t.sizes[i])]
+		// The alignment is under 8 bits, so END's last bit is in the last byte.
+		if len(s) == 0 || s[len(s)-1] == 0 {
+			return fmt.Errorf("mp4: AAC frame %d does not end with an END element", i)
+		}
+		end := 8*len(s) - 1 - bits.TrailingZeros8(s[len(s)-1]) - 2
+		if end < 0 || bitAt(s, end) != 1 || bitAt(s, end+1) != 1 {
+			return fmt.Errorf("mp4: AAC frame %d does not end with an END element", i)
+		}
+		t.aacEnd[i] = end
+	}
+	return nil
+}
+
+// bitAt is bit i of b, counted from the first byte's most significant bit.
+func bitAt(b []byte, i int) byte { return b[i/8] >> (7 - i%8) & 1 }
 
 // parseTrack reads a trak box and the bytes of its samples in file.
 func parseTrack(file []byte, trak mp4Box) (*clipTrack, error) {
@@ -269,6 +306,10 @@ func parseTrack(file []byte, trak mp4Box) (*clipTrack, error) {
 			return nil, false
 		}
 		return newFullBox(b), true
+	}
+
+	if err := t.readEntry(kids); err != nil {
+		return nil, err
 	}
 
 	r, ok := table("stsz")
@@ -391,14 +432,53 @@ func parseTrack(file []byte, trak mp4Box) (*clipTrack, error) {
 	if len(offsets) != n {
 		return nil, errors.New("mp4: stsc does not cover every sample")
 	}
+	t.offs = make([]int, n)
 	for i, off := range offsets {
 		end := off + uint64(t.sizes[i])
 		if end > uint64(len(file)) {
 			return nil, errors.New("mp4: a sample lies past the end of the file")
 		}
+		t.offs[i] = len(t.data)
 		t.data = append(t.data, file[off:end]...)
 	}
 	return t, nil
+}
+
+// visualEntryLen is the length of a VisualSampleEntry's fields before its boxes.
+const visualEntryLen = 78
+
+// readEntry reads the type of the track's first sample description and, for
+// H.264, the length of its NAL units' prefix from the avcC box.
+func (t *clipTrack) readEntry(stbl []mp4Box) error {
+	stsd, ok := findBox(stbl, "stsd")
+	if !ok {
+		return errors.New("mp4: no stsd box")
+	}
+	if len(stsd.data) < 8 {
+		return errors.New("mp4: stsd box too short")
+	}
+	entries, err := parseBoxes(stsd.data[8:])
+	if err != nil || len(entries) == 0 {
+		return errors.New("mp4: bad stsd")
+	}
+	e := entries[0]
+	t.entry = e.typ
+	if e.typ != "avc1" {
+		return nil
+	}
+	if len(e.data) < visualEntryLen {
+		return errors.New("mp4: avc1 box too short")
+	}
+	kids, err := parseBoxes(e.data[visualEntryLen:])
+	if err != nil {
+		return err
+	}
+	avcC, ok := findBox(kids, "avcC")
+	if !ok || len(avcC.data) < 5 {
+		return errors.New("mp4: avc1 without an avcC box")
+	}
+	t.nalLen = int(avcC.data[4]&3) + 1
+	return nil
 }
 
 // cut keeps the samples that start before period (in the track's timescale) and
@@ -417,7 +497,7 @@ func (t *clipTrack) cut(period uint64) error {
 	for _, s := range t.sizes[:n] {
 		size += int(s)
 	}
-	t.sizes, t.deltas, t.data, t.period = t.sizes[:n], t.deltas[:n], t.data[:size], period
+	t.sizes, t.deltas, t.data, t.offs, t.period = t.sizes[:n], t.deltas[:n], t.data[:size], t.offs[:n], period
 	if t.cts != nil {
 		t.cts = t.cts[:n]
 	}
@@ -428,24 +508,51 @@ func (t *clipTrack) cut(period uint64) error {
 }
 
 // trackPlan is how one track of a long file repeats its clip track: full periods,
-// then a partial one holding the first part samples.
+// then a partial one holding the first part samples. Sample i of every period may
+// be grown by pad[i] bytes that decoders skip (see readSample).
 type trackPlan struct {
-	t         *clipTrack
-	full      int64 // number of full periods
-	part      int   // samples in the partial period after them; 0 for none
-	fullBytes int64 // bytes of a full period's samples: one chunk
-	partBytes int64 // bytes of the partial period's samples
+	t          *clipTrack
+	full       int64   // number of full periods
+	part       int     // samples in the partial period after them; 0 for none
+	pad        []int64 // per sample of the clip: bytes added to it; nil for none
+	fullChunks []chunk // a full period's chunks, in file order
+	partChunks []chunk // the partial period's chunks
+	fullBytes  int64   // bytes of a full period's samples
+	partBytes  int64   // bytes of the partial period's samples
+}
+
+// chunk is a run of one track's samples stored back to back in one period.
+type chunk struct {
+	first, n int   // the clip's samples first to first+n-1
+	at       int64 // where the chunk starts, from the start of its period
 }
 
 // samples is the track's sample count.
 func (p *trackPlan) samples() int64 { return p.full*int64(len(p.t.sizes)) + int64(p.part) }
 
-// chunks is the track's chunk count: one per period.
-func (p *trackPlan) chunks() int64 {
-	if p.part > 0 {
-		return p.full + 1
+// size is the size in the file of the clip's sample i, padding included.
+func (p *trackPlan) size(i int) int64 {
+	if p.pad == nil {
+		return int64(p.t.sizes[i])
 	}
-	return p.full
+	return int64(p.t.sizes[i]) + p.pad[i]
+}
+
+// chunks is the track's chunk count.
+func (p *trackPlan) chunks() int64 {
+	return p.full*int64(len(p.fullChunks)) + int64(len(p.partChunks))
+}
+
+// eachChunk calls f for every chunk of the track, with the period it is in.
+func (p *trackPlan) eachChunk(f func(period int64, c chunk)) {
+	for k := range p.full {
+		for _, c := range p.fullChunks {
+			f(k, c)
+		}
+	}
+	for _, c := range p.partChunks {
+		f(p.full, c)
+	}
 }
 
 // mediaDuration is the track's duration in its timescale.
@@ -467,6 +574,43 @@ func (p *trackPlan) each(f func(i int)) {
 	for i := range p.part {
 		f(i)
 	}
+}
+
+// minPad is the fewest bytes a sample of the track can grow by: a filler NAL unit
+// of an empty payload (length, header, trailing bits), or one byte of an AAC fill
+// element.
+func (t *clipTrack) minPad() int64 {
+	if t.entry == "avc1" {
+		return int64(t.nalLen) + 2
+	}
+	return 1
+}
+
+// padTo grows the track's samples by at most extra bytes in all, as evenly as
+// the smallest padding allows: every period by the same bytes, spread over its
+// last samples, so that the samples of a partial period, its first ones, grow by
+// no more than their share. It returns the bytes added.
+func (p *trackPlan) padTo(extra int64) int64 {
+	p.pad = nil
+	n, total := int64(len(p.t.sizes)), p.samples()
+	if extra <= 0 || total == 0 {
+		return 0
+	}
+	per := extra/total*n + extra%total*n/total // bytes per full period
+	m := min(n, per/p.t.minPad())
+	if m == 0 {
+		return 0
+	}
+	p.pad = make([]int64, n)
+	for i := n - m; i < n; i++ {
+		p.pad[i] = per / m
+		if i >= n-per%m {
+			p.pad[i]++
+		}
+	}
+	var added int64
+	p.each(func(i int) { added += p.pad[i] })
+	return added
 }
 
 // planTracks works out how many samples of each track a file of dur seconds holds:
@@ -495,15 +639,194 @@ func planTracks(c *clipMedia, tracks []*clipTrack, dur float64) []*trackPlan {
 				p.part++
 			}
 		}
-		for i, s := range t.sizes {
-			p.fullBytes += int64(s)
-			if i < p.part {
-				p.partBytes += int64(s)
-			}
-		}
 		plans[k] = p
 	}
 	return plans
+}
+
+// maxChunkSeconds bounds the time a chunk covers. Muxers interleave their tracks
+// finely, and readers count on it: ffmpeg reads samples in file order only while
+// the tracks' times are within a second of each other, and seeks otherwise, which
+// over HTTP is a new request.
+const maxChunkSeconds = 0.4
+
+// chunkWindows is how many windows of at most maxChunkSeconds a period of the
+// clip is cut into; each window holds one chunk of each track.
+func chunkWindows(c *clipMedia) int {
+	return int(math.Ceil(float64(c.video.period)/float64(c.video.timescale)/maxChunkSeconds - 1e-9))
+}
+
+// piece is one sample as a period lays it out: sample sample of track track, at
+// at bytes from the period's start.
+type piece struct {
+	track, sample int
+	at            int64
+}
+
+// layoutPeriods sets the chunks of every track in a full and in the partial
+// period: windows windows of the period in turn, each holding the samples of each
+// track that start in it, padded, back to back. It returns both periods' samples
+// in file order and their lengths.
+func layoutPeriods(tps []*trackPlan, windows int) (full, part []piece, fullLen, partLen int64) {
+	lay := func(partial bool) ([]piece, int64) {
+		var ps []piece
+		var at int64
+		next := make([]int, len(tps))
+		dts := make([]uint64, len(tps))
+		for w := range windows {
+			for j, tp := range tps {
+				n := len(tp.t.sizes)
+				if partial {
+					n = tp.part
+				}
+				c := chunk{first: next[j], at: at}
+				for next[j] < n && dts[j]*uint64(windows) < uint64(w+1)*tp.t.period {
+					i := next[j]
+					ps = append(ps, piece{track: j, sample: i, at: at})
+					at += tp.size(i)
+					dts[j] += uint64(tp.t.deltas[i])
+					next[j]++
+				}
+				if c.n = next[j] - c.first; c.n == 0 {
+					continue
+				}
+				if partial {
+					tp.partChunks = append(tp.partChunks, c)
+					tp.partBytes += at - c.at
+				} else {
+					tp.fullChunks = append(tp.fullChunks, c)
+					tp.fullBytes += at - c.at
+				}
+			}
+		}
+		return ps, at
+	}
+	for _, tp := range tps {
+		tp.fullChunks, tp.partChunks, tp.fullBytes, tp.partBytes = nil, nil, 0, 0
+	}
+	full, fullLen = lay(false)
+	part, partLen = lay(true)
+	return full, part, fullLen, partLen
+}
+
+// readSample reads the clip's sample i grown by pad bytes, from x bytes into it,
+// at most to its end, and returns how many bytes it read.
+//
+// An H.264 sample grows by a filler data NAL unit (nal_unit_type 12) at its end:
+// its length, its header, 0xFF bytes and the RBSP trailing bits 0x80. Decoders
+// skip it, as they skip the filler of a constant-bitrate stream.
+//
+// An AAC frame grows by fill elements (ID_FIL) put before its END element; see
+// aacPadding.
+func (t *clipTrack) readSample(dst []byte, i int, x, pad int64) int {
+	size := int64(t.sizes[i])
+	keep := size
+	if pad > 0 && t.entry == "mp4a" {
+		keep = int64(t.aacEnd[i] / 8)
+	}
+	if x < keep {
+		return copy(dst, t.data[int64(t.offs[i])+x:int64(t.offs[i])+keep])
+	}
+	dst = dst[:min(int64(len(dst)), size+pad-x)]
+	if t.entry == "avc1" {
+		for k := range dst {
+			switch y := x + int64(k) - size; {
+			case y < 4:
+				dst[k] = byte((pad - 4) >> (8 * (3 - y)))
+			case y == 4:
+				dst[k] = 12 // forbidden_zero_bit 0, nal_ref_idc 0, nal_unit_type 12
+			case y == pad-1:
+				dst[k] = 0x80
+			default:
+				dst[k] = 0xFF
+			}
+		}
+		return len(dst)
+	}
+	orig := t.data[t.offs[i] : t.offs[i]+int(size)]
+	a := aacPadding(int64(t.aacEnd[i]), size, pad)
+	for k := range dst {
+		var b byte
+		y := 8 * (x + int64(k))
+		for j := range int64(8) {
+			b |= a.bit(orig, y+j) << (7 - j)
+		}
+		dst[k] = b
+	}
+	return len(dst)
+}
+
+// An AAC fill element (ISO/IEC 14496-3, fill_element) is ID_FIL (6) in 3 bits and
+// a 4-bit count; a count of 15 is followed by an 8-bit esc_count and means
+// 14+esc_count. Then come count bytes of extension_payload: extension_type
+// EXT_FILL (0000) and a fill_nibble (0000), then fill_bytes (10100101).
+const (
+	filShortBits = 7                       // the header without esc_count
+	filLongBits  = 15                      // the header with it
+	filMaxShort  = filShortBits + 8*14     // bits of the longest element without it
+	filMaxBits   = filLongBits + 8*(14+255) // bits of the longest element
+)
+
+// aacFill is how an AAC frame grows: its bits up to its END element, fill elements
+// (k-1 of filMaxBits, then one of last bits; fil bits in all), END again, and zero
+// bits to the next byte.
+type aacFill struct {
+	end, k, last, fil int64
+}
+
+// aacPadding works out how a frame of size bytes whose END element starts at bit
+// end grows by pad bytes. Every fill element is 7 bits past a byte boundary, so
+// the fewest elements whose bits, with the new alignment, make up pad bytes.
+func aacPadding(end, size, pad int64) aacFill {
+	align := 8*size - end - 3
+	for k := max(1, (8*pad-7)/filMaxBits); ; k++ {
+		fil := 8*pad + align - (align+k)%8
+		if last := fil - (k-1)*filMaxBits; last <= filMaxBits {
+			return aacFill{end: end, k: k, last: last, fil: fil}
+		}
+	}
+}
+
+// bit is bit y of the padded frame whose original bytes are orig.
+func (a aacFill) bit(orig []byte, y int64) byte {
+	switch {
+	case y < a.end:
+		return bitAt(orig, int(y))
+	case y < a.end+a.fil:
+		z := y - a.end
+		e := z / filMaxBits
+		if e == a.k-1 {
+			return filBit(z-e*filMaxBits, a.last)
+		}
+		return filBit(z-e*filMaxBits, filMaxBits)
+	case y < a.end+a.fil+3:
+		return 1 // END
+	}
+	return 0
+}
+
+// filBit is bit u of a fill element n bits long.
+func filBit(u, n int64) byte {
+	hdr, count := int64(filShortBits), (n-filShortBits)/8
+	if n > filMaxShort {
+		hdr, count = filLongBits, (n-filLongBits)/8
+	}
+	switch {
+	case u < 3:
+		return 6 >> (2 - u) & 1
+	case u < 7:
+		if hdr == filLongBits {
+			return 15 >> (6 - u) & 1
+		}
+		return byte(count >> (6 - u) & 1)
+	case u < hdr:
+		return byte((count - 14) >> (14 - u) & 1)
+	}
+	q := u - hdr
+	if q < 8 {
+		return 0 // EXT_FILL, fill_nibble
+	}
+	return 0xA5 >> (7 - q%8) & 1
 }
 
 // mp4Writer appends boxes to a buffer.
@@ -561,9 +884,9 @@ func scale(d uint64, from, to uint32) uint64 {
 	return (d*uint64(to) + uint64(from)/2) / uint64(from)
 }
 
-// writeMoov writes the moov of a file holding plans, with chunk k of track j at
-// offset(j, k); wide selects co64 over stco.
-func writeMoov(c *clipMedia, plans []*trackPlan, offset func(j int, k int64) int64, wide bool) ([]byte, error) {
+// writeMoov writes the moov of a file holding plans, its periods stride bytes
+// apart from payloadAt; wide selects co64 over stco.
+func writeMoov(c *clipMedia, plans []*trackPlan, payloadAt, stride int64, wide bool) ([]byte, error) {
 	w := &mp4Writer{}
 	moov := w.open("moov")
 	tkhdDur := make([]uint64, len(plans))
@@ -582,7 +905,7 @@ func writeMoov(c *clipMedia, plans []*trackPlan, offset func(j int, k int64) int
 		case "trak":
 			for j, p := range plans {
 				if p.t.index == i {
-					err = w.writeTrak(p, tkhdDur[j], func(k int64) int64 { return offset(j, k) }, wide)
+					err = w.writeTrak(p, tkhdDur[j], func(period int64, c chunk) int64 { return payloadAt + period*stride + c.at }, wide)
 				}
 			}
 		default:
@@ -598,7 +921,7 @@ func writeMoov(c *clipMedia, plans []*trackPlan, offset func(j int, k int64) int
 
 // writeTrak writes p's trak: the clip's boxes with durations, the edit list and
 // the sample tables rewritten for the long track.
-func (w *mp4Writer) writeTrak(p *trackPlan, tkhdDur uint64, offset func(k int64) int64, wide bool) error {
+func (w *mp4Writer) writeTrak(p *trackPlan, tkhdDur uint64, offset func(period int64, c chunk) int64, wide bool) error {
 	trak := w.open("trak")
 	for _, b := range p.t.trak {
 		var err error
@@ -675,7 +998,7 @@ func (w *mp4Writer) writeContainer(b mp4Box, f func(mp4Box) (bool, error)) error
 // writeStbl writes the sample table of p: the clip's sample description, then
 // tables for every sample of every period. Per-sample boxes it does not know (sample
 // groups, dependency flags) are left out rather than left wrong.
-func (w *mp4Writer) writeStbl(stbl mp4Box, p *trackPlan, offset func(k int64) int64, wide bool) error {
+func (w *mp4Writer) writeStbl(stbl mp4Box, p *trackPlan, offset func(period int64, c chunk) int64, wide bool) error {
 	kids, err := parseBoxes(stbl.data)
 	if err != nil {
 		return err
@@ -737,26 +1060,27 @@ func (w *mp4Writer) writeStbl(stbl mp4Box, p *trackPlan, offset func(k int64) in
 	}
 
 	box := w.fullHeader("stsc", 0)
-	type run struct{ first, per uint32 }
-	var rs []run
-	if p.full > 0 {
-		rs = append(rs, run{1, uint32(len(t.sizes))})
-	}
-	if p.part > 0 {
-		rs = append(rs, run{uint32(p.full + 1), uint32(p.part)})
-	}
-	w.u32(uint32(len(rs)))
-	for _, r := range rs {
-		w.u32(r.first)
-		w.u32(r.per)
-		w.u32(t.sdi)
-	}
+	countAt := len(w.b)
+	w.u32(0)
+	var nrun, k uint32
+	last := -1
+	p.eachChunk(func(_ int64, c chunk) {
+		k++
+		if c.n != last {
+			w.u32(k)
+			w.u32(uint32(c.n))
+			w.u32(t.sdi)
+			nrun++
+			last = c.n
+		}
+	})
+	binary.BigEndian.PutUint32(w.b[countAt:], nrun)
 	w.close(box)
 
 	box = w.fullHeader("stsz", 0)
 	w.u32(0)
 	w.u32(uint32(p.samples()))
-	p.each(func(i int) { w.u32(t.sizes[i]) })
+	p.each(func(i int) { w.u32(uint32(p.size(i))) })
 	w.close(box)
 
 	if wide {
@@ -765,13 +1089,13 @@ func (w *mp4Writer) writeStbl(stbl mp4Box, p *trackPlan, offset func(k int64) in
 		box = w.fullHeader("stco", 0)
 	}
 	w.u32(uint32(p.chunks()))
-	for k := range p.chunks() {
+	p.eachChunk(func(period int64, c chunk) {
 		if wide {
-			w.u64(uint64(offset(k)))
+			w.u64(uint64(offset(period, c)))
 		} else {
-			w.u32(uint32(offset(k)))
+			w.u32(uint32(offset(period, c)))
 		}
-	}
+	})
 	w.close(box)
 	w.close(pos)
 	return nil
