@@ -761,9 +761,9 @@ func (t *clipTrack) readSample(dst []byte, i int, x, pad int64) int {
 // 14+esc_count. Then come count bytes of extension_payload: extension_type
 // EXT_FILL (0000) and a fill_nibble (0000), then fill_bytes (10100101).
 const (
-	filShortBits = 7                       // the header without esc_count
-	filLongBits  = 15                      // the header with it
-	filMaxShort  = filShortBits + 8*14     // bits of the longest element without it
+	filShortBits = 7                        // the header without esc_count
+	filLongBits  = 15                       // the header with it
+	filMaxShort  = filShortBits + 8*14      // bits of the longest element without it
 	filMaxBits   = filLongBits + 8*(14+255) // bits of the longest element
 )
 
