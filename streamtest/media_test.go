@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -748,6 +749,33 @@ func TestMediaReadAtAndETag(t *testing.T) {
 	if n, err := f.ReadAt(make([]byte, 20), f.Size()-10); n != 10 || err != io.EOF {
 		t.Errorf("ReadAt past the end = %d, %v; want 10, EOF", n, err)
 	}
+	// Reads that start or end at every edge of a sample or of its padding in the
+	// first two periods, and random ones, give the bytes of the whole.
+	var edges []int64
+	for period := range int64(2) {
+		for _, pc := range f.plan.fullPieces {
+			tp := f.plan.tracks[pc.track]
+			at := int64(len(f.plan.head)) + period*f.plan.stride + pc.at
+			edges = append(edges, at, at+int64(tp.t.sizes[pc.sample]), at+int64(tp.t.sizes[pc.sample])+4)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		edges = append(edges, rng.Int64N(f.Size()))
+	}
+	for _, e := range edges {
+		for _, r := range []struct{ off, n int64 }{{e - 3, 7}, {e, 1}, {e - 1000, 2000}, {e, rng.Int64N(100 << 10)}} {
+			r.off = max(0, r.off)
+			r.n = min(r.n, f.Size()-r.off)
+			got := make([]byte, r.n)
+			if n, err := f.ReadAt(got, r.off); n != int(r.n) || (err != nil && err != io.EOF) {
+				t.Fatalf("ReadAt(%d, %d) = %d, %v", r.off, r.n, n, err)
+			}
+			if !bytes.Equal(got, whole[r.off:r.off+r.n]) {
+				t.Fatalf("ReadAt(%d, %d) differs from the same range of the whole", r.off, r.n)
+			}
+		}
+	}
 
 	// The free box holds the synthetic content at its offset, so two videos'
 	// files differ.
@@ -834,6 +862,18 @@ func TestMediaDelivery(t *testing.T) {
 		res.Header.Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", f.Size()-1000, f.Size()-1, f.Size()) {
 		t.Errorf("suffix range: %d %q", res.StatusCode, res.Header.Get("Content-Range"))
 	}
+	// Random ranges, as a player's seeks ask for them, get the whole's bytes.
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ranged int64
+	for range 40 {
+		from := rng.Int64N(f.Size())
+		to := min(f.Size()-1, from+rng.Int64N(300<<10))
+		res, body := get("Range", fmt.Sprintf("bytes=%d-%d", from, to))
+		if res.StatusCode != 206 || !bytes.Equal(body, whole[from:to+1]) {
+			t.Fatalf("bytes=%d-%d: %d, %d bytes, not the whole's", from, to, res.StatusCode, len(body))
+		}
+		ranged += to + 1 - from
+	}
 	res, body = get("Range", "bytes=100-199", "If-Range", f.ETag())
 	if res.StatusCode != 206 || !bytes.Equal(body, whole[100:200]) {
 		t.Errorf("If-Range with the ETag: %d", res.StatusCode)
@@ -843,10 +883,10 @@ func TestMediaDelivery(t *testing.T) {
 		t.Errorf("If-Range with another ETag: %d, want 200", res.StatusCode)
 	}
 	s := e.Stats(uidPublic, Default)
-	if want := 2*f.Size() + 1100; s.Bytes != want {
+	if want := 2*f.Size() + 1100 + ranged; s.Bytes != want {
 		t.Errorf("Bytes %d, want %d", s.Bytes, want)
 	}
-	if want := float64(2*f.Size()+1100) / float64(f.Size()); math.Abs(s.ProportionalMinutes-want) > 1e-9 {
+	if want := float64(2*f.Size()+1100+ranged) / float64(f.Size()); math.Abs(s.ProportionalMinutes-want) > 1e-9 {
 		t.Errorf("ProportionalMinutes %g, want %g", s.ProportionalMinutes, want)
 	}
 }
