@@ -931,17 +931,21 @@ func TestMediaFFmpegLarge(t *testing.T) {
 }
 
 func BenchmarkFileReader(b *testing.B) {
-	f, err := OpenFile(Video{UID: uidLong, Duration: 1800, Size: 48 << 20, Layout: MoovAtEnd}, Default)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(f.Size())
-	buf := make([]byte, 32<<10)
-	for b.Loop() {
-		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f.NewReader()}, buf); err != nil {
-			b.Fatal(err)
-		}
+	for _, typ := range []DownloadType{Default, Audio} {
+		b.Run(string(typ), func(b *testing.B) {
+			f, err := OpenFile(Video{UID: uidLong, Duration: 1800, Size: 48 << 20, Layout: MoovAtEnd}, typ)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(f.Size())
+			buf := make([]byte, 32<<10)
+			for b.Loop() {
+				if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f.NewReader()}, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -746,12 +746,7 @@ func (t *clipTrack) readSample(dst []byte, i int, x, pad int64) int {
 	orig := t.data[t.offs[i] : t.offs[i]+int(size)]
 	a := aacPadding(int64(t.aacEnd[i]), size, pad)
 	for k := range dst {
-		var b byte
-		y := 8 * (x + int64(k))
-		for j := range int64(8) {
-			b |= a.bit(orig, y+j) << (7 - j)
-		}
-		dst[k] = b
+		dst[k] = a.byteAt(orig, 8*(x+int64(k)))
 	}
 	return len(dst)
 }
@@ -785,6 +780,32 @@ func aacPadding(end, size, pad int64) aacFill {
 			return aacFill{end: end, k: k, last: last, fil: fil}
 		}
 	}
+}
+
+// byteAt is the byte of the padded frame whose original bytes are orig that
+// starts at bit y. Inside a fill element's run of fill_bytes it is the pattern
+// 10100101 at the element's phase; elsewhere it is put together bit by bit.
+func (a aacFill) byteAt(orig []byte, y int64) byte {
+	if z := y - a.end; z >= 0 && z+8 <= a.fil {
+		e := z / filMaxBits
+		n := int64(filMaxBits)
+		if e == a.k-1 {
+			n = a.last
+		}
+		u := z - e*filMaxBits
+		hdr := int64(filShortBits)
+		if n > filMaxShort {
+			hdr = filLongBits
+		}
+		if u >= hdr+8 && u+8 <= n {
+			return bits.RotateLeft8(0xA5, int((u-hdr)%8))
+		}
+	}
+	var b byte
+	for j := range int64(8) {
+		b |= a.bit(orig, y+j) << (7 - j)
+	}
+	return b
 }
 
 // bit is bit y of the padded frame whose original bytes are orig.
