@@ -251,14 +251,27 @@ func (c *run) verifyPrefix(t *testing.T, path string) int64 {
 	return int64(len(got))
 }
 
-// curlResume: curl, slowed, cut by SIGKILL at a quarter of the file, then
-// `curl -C -` to finish.
+// slowNetwork makes the download of c's video arrive at 4 MB/s, as over a
+// real network, for as long as stop is not called. The cut scenarios pace the
+// bytes at the source rather than with the client's own rate limit: a client
+// that throttles itself lets its socket's receive buffer fill, and those bytes,
+// acknowledged by its TCP but never read, are lost when it is killed; no
+// gateway can tell them from bytes it kept.
+func (c *run) slowNetwork() (stop func()) {
+	c.se.emu.SetFault(c.uid, streamtest.Fault{BytesPerSecond: 4 << 20})
+	return func() { c.se.emu.SetFault(c.uid, streamtest.Fault{}) }
+}
+
+// curlResume: curl, on a slow network, cut by SIGKILL at a quarter of the
+// file, then `curl -C -` to finish.
 func curlResume(t *testing.T, c *run) outcome {
 	out := filepath.Join(c.dir, "out.mp4")
 	args := append([]string{"-sS", "-f", "-o", out}, c.header("-H")...)
 	quarter := c.video.Size / 4
+	fast := c.slowNetwork()
 	c.cutWhen(t, syscall.SIGKILL, "a quarter of the file", func(string) bool { return fileSize(out) >= quarter },
-		"curl", append(append([]string{"--limit-rate", "4M"}, args...), c.url)...)
+		"curl", append(args, c.url)...)
+	fast()
 	c.checkStage(t, "cut", outcome{received: c.verifyPrefix(t, out)})
 	if err := c.runClient("curl", append(append([]string{"-C", "-"}, args...), c.url)...); err != nil {
 		t.Errorf("resume: %v", err)
@@ -267,15 +280,17 @@ func curlResume(t *testing.T, c *run) outcome {
 	return c.verifyWhole(t, out)
 }
 
-// wgetResume: wget, slowed, killed at a quarter of the file, then `wget -c`
-// in the same directory.
+// wgetResume: wget, on a slow network, killed at a quarter of the file, then
+// `wget -c` in the same directory.
 func wgetResume(t *testing.T, c *run) outcome {
 	// wget names the file after the URL's last segment: default.mp4 on both routes.
 	out := filepath.Join(c.dir, "default.mp4")
 	args := append([]string{"-nv", "--no-hsts"}, c.header("--header")...)
 	quarter := c.video.Size / 4
+	fast := c.slowNetwork()
 	c.cutWhen(t, syscall.SIGKILL, "a quarter of the file", func(string) bool { return fileSize(out) >= quarter },
-		"wget", append(append([]string{"--limit-rate=4m"}, args...), c.url)...)
+		"wget", append(args, c.url)...)
+	fast()
 	c.checkStage(t, "cut", outcome{received: c.verifyPrefix(t, out)})
 	if err := c.runClient("wget", append(append([]string{"-c"}, args...), c.url)...); err != nil {
 		t.Errorf("resume: %v", err)

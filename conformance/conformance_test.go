@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/streamtest"
 )
 
 const (
@@ -82,7 +83,7 @@ func (c *run) checkStage(t *testing.T, stage string, o outcome) {
 		client += " [" + stage + "]"
 	}
 	c.tab.add(line{
-		client: client, route: c.route, mode: c.mode, user: c.user, final: stage == "",
+		client: client, route: c.route, mode: c.mode, user: c.user, uid: c.uid, final: stage == "",
 		requests: st.Requests, billed: u.MinutesUsed, want: want, ok: ok,
 	})
 	if !ok {
@@ -185,7 +186,7 @@ func checkStreamMinutes(t *testing.T, se *streamEnv, gw *gateway, tab *table, mo
 		}
 	}
 	t.Logf("%s: the emulator delivered %d bytes, %.4f proportional minutes, in %d requests; the ledger billed %.4f minutes to %d users\n%s",
-		mode, total.Bytes, total.ProportionalMinutes, total.Requests, billed, len(rep), tab.format(rep))
+		mode, total.Bytes, total.ProportionalMinutes, total.Requests, billed, len(rep), tab.format(rep, se))
 	switch {
 	case len(rep) == 0:
 		t.Errorf("%s: the usage report lists no user", mode)
@@ -211,6 +212,7 @@ type line struct {
 	route    route
 	mode     string
 	user     string
+	uid      string
 	final    bool
 	requests int64
 	billed   float64
@@ -232,7 +234,7 @@ func (tb *table) add(l line) {
 
 // format renders the table; the Stream minutes are the users' in rep, shown
 // on the last line of each scenario.
-func (tb *table) format(rep map[string]reportUser) string {
+func (tb *table) format(rep map[string]reportUser, se *streamEnv) string {
 	tb.mu.Lock()
 	lines := append([]line(nil), tb.lines...)
 	tb.mu.Unlock()
@@ -243,20 +245,21 @@ func (tb *table) format(rep map[string]reportUser) string {
 		return !lines[i].final && lines[j].final
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-48s %-5s %-13s %8s %10s %10s  %-40s %s\n", "client", "route", "mode", "requests", "billed", "stream", "expected", "result")
+	fmt.Fprintf(&b, "%-48s %-5s %-13s %8s %10s %10s %10s  %-40s %s\n", "client", "route", "mode", "requests", "billed", "stream", "by Stream", "expected", "result")
 	for _, l := range lines {
-		stream := "-"
+		stream, byStream := "-", "-"
 		if u, ok := rep[l.user]; ok && l.final {
 			stream = "n/a"
 			if u.StreamMinutes != nil {
 				stream = fmt.Sprintf("%.4f", *u.StreamMinutes)
 			}
+			byStream = fmt.Sprintf("%.4f", se.emu.Stats(l.uid, streamtest.Default).ProportionalMinutes)
 		}
 		result := "ok"
 		if !l.ok {
 			result = "FAIL"
 		}
-		fmt.Fprintf(&b, "%-48s %-5s %-13s %8d %10.4f %10s  %-40s %s\n", l.client, l.route, l.mode, l.requests, l.billed, stream, l.want, result)
+		fmt.Fprintf(&b, "%-48s %-5s %-13s %8d %10.4f %10s %10s  %-40s %s\n", l.client, l.route, l.mode, l.requests, l.billed, stream, byStream, l.want, result)
 	}
 	return b.String()
 }

@@ -65,7 +65,7 @@ func TestReplicas(t *testing.T) {
 					}
 				})
 			}
-			t.Logf("%s, two replicas:\n%s", mode, tab.format(replicas[0].report(t)))
+			t.Logf("%s, two replicas:\n%s", mode, tab.format(replicas[0].report(t), se))
 		})
 	}
 }

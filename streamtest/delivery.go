@@ -142,7 +142,9 @@ func (e *Emulator) serveDelivery(w http.ResponseWriter, r *http.Request) {
 // settle counts, once the body is written, what its receiver acknowledged
 // instead of what was written, when the connection tells (see [Server]): bytes
 // still in socket buffers when the receiver went away never reached it. A
-// body written whole is given as long as its receiver keeps acknowledging.
+// body written whole waits for its receiver for as long as the connection
+// lives and acknowledgements keep coming within a minute (a player that
+// paused reading lets its buffers fill).
 func (b *bodyWriter) settle(r *http.Request) {
 	if !b.billable || b.written == 0 {
 		return
@@ -153,7 +155,7 @@ func (b *bodyWriter) settle(r *http.Request) {
 		return
 	}
 	last, idle := n, time.Now()
-	for n < b.written && r.Context().Err() == nil && time.Since(idle) < 2*time.Second {
+	for n < b.written && r.Context().Err() == nil && time.Since(idle) < time.Minute {
 		time.Sleep(2 * time.Millisecond)
 		if n, _ = acked.ForRequest(r, b.written); n > last {
 			last, idle = n, time.Now()

@@ -34,8 +34,10 @@
 // (testdata/clip.mp4, made once with ffmpeg; nothing calls ffmpeg at run time): its
 // sample tables, durations and chunk offsets are written for the whole length
 // (co64 and a 64-bit mdat size past 4 GiB). Its media runs at about 120 kbit/s
-// (audio.m4a about 17 kbit/s); to reach Size (or the audio size) the mdat holds
-// unreferenced bytes after each 3.2 s period, and a small free box takes the
+// (audio.m4a about 17 kbit/s); to reach Size (or the audio size) the samples grow
+// by padding that decoders skip (an H.264 filler NAL unit after each video sample;
+// AAC fill elements in each frame of audio.m4a), stored back to back and
+// interleaved every 0.4 s as a muxer writes them, and a small free box takes the
 // remainder, so the file has exactly the size asked for whenever that is larger
 // than the media itself (else the media's size), and its bytes stay spread over its
 // duration as a real file's are: a player that stops halfway or seeks to the middle

@@ -17,8 +17,19 @@ func Server(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnContext: acked.ConnContext}
 }
 
-// Listen wraps ln so that [Server]'s connections count their bytes.
-func Listen(ln net.Listener) net.Listener { return acked.Listen(ln) }
+// Listen wraps ln so that [Server]'s connections count their bytes. Where it
+// can (Linux), it also gives them the segment size of a real network path
+// (1448 bytes, Ethernet less IP and TCP headers with timestamps) instead of
+// loopback's 64 KiB: a receiver holds back the acknowledgement of at most one
+// segment, and what a receiver that went away never acknowledged, though its
+// socket had it, stays as small as it would be across a network.
+func Listen(ln net.Listener) net.Listener {
+	setMSS(ln, realMSS)
+	return acked.Listen(ln)
+}
+
+// realMSS is the segment size of a path with a 1500-byte MTU.
+const realMSS = 1448
 
 // NewServer starts an httptest server for h (the emulator's Handler, or one
 // that wraps it) set up as [Server] is.

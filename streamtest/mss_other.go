@@ -1,0 +1,7 @@
+//go:build !linux
+
+package streamtest
+
+import "net"
+
+func setMSS(net.Listener, int) {}
