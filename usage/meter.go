@@ -39,6 +39,10 @@ type MeterConfig struct {
 	// Logger receives one "billable download" line per settled delivery that
 	// sent body bytes. Default zap.NewNop().
 	Logger *zap.Logger
+	// OnSettle, when set, is called with every delivery this meter settles
+	// (recovered and direct-link ones included), after the ledger recorded it:
+	// for metrics. It must not block.
+	OnSettle func(Settled)
 }
 
 // Meter meters deliveries against a [Ledger]: it opens them before the first
@@ -195,7 +199,7 @@ func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
 		}
 		return Settled{}, fmt.Errorf("charge link: %w", err)
 	}
-	m.logSettled(st)
+	m.settled(st)
 	return st, nil
 }
 
@@ -218,7 +222,7 @@ func (m *Meter) Usage(ctx context.Context, user, plan string, limit float64) (Us
 func (m *Meter) Recover(ctx context.Context) ([]Settled, error) {
 	out, err := m.ledger.Recover(ctx, m.rule, m.cfg.Now())
 	for _, s := range out {
-		m.logSettled(s)
+		m.settled(s)
 	}
 	return out, err
 }
@@ -326,6 +330,17 @@ func (m *Meter) reap(ctx context.Context, every time.Duration) {
 	}
 	if len(out) > 0 {
 		m.cfg.Logger.Info("settled deliveries abandoned by another process", zap.Int("deliveries", len(out)))
+	}
+}
+
+// settled reports a settled delivery: its log line when it sent the file's
+// bytes or billed, and OnSettle.
+func (m *Meter) settled(s Settled) {
+	if m.cfg.OnSettle != nil {
+		m.cfg.OnSettle(s)
+	}
+	if s.Acked > 0 || s.Minutes > 0 {
+		m.logSettled(s)
 	}
 }
 
@@ -522,12 +537,11 @@ func (d *Delivery) settle(o Outcome, reason string) (Settled, error) {
 			zap.String("status", st.Status), zap.Int64("bytes", p.Acked), zap.Int64("bytes_billed", st.Acked))
 		return st, nil
 	}
-	if st.Acked > 0 || st.Minutes > 0 {
-		d.m.logSettled(st)
-	} else {
+	if st.Acked == 0 && st.Minutes == 0 {
 		d.m.cfg.Logger.Debug("delivery settled without body bytes", zap.String("delivery_id", d.id),
 			zap.String("user", d.req.User), zap.String("video", d.req.Video), zap.Stringer("status", o),
 			zap.String("reason", reason))
 	}
+	d.m.settled(st)
 	return st, nil
 }

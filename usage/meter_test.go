@@ -331,3 +331,16 @@ func TestRunReaperRetriesSettlement(t *testing.T) {
 		t.Fatalf("Finish = %+v, %v; want the live delivery still open", st, err)
 	}
 }
+
+func TestMeterOnSettle(t *testing.T) {
+	var got []usage.Settled
+	f := newFixtureOn(t, openMemory(t), usage.MeterConfig{OnSettle: func(s usage.Settled) { got = append(got, s) }})
+	d := f.start(t, req())
+	d.Abort("test") // nothing sent: reported all the same
+	if _, err := f.meter.Charge(context.Background(), req(func(r *usage.StartRequest) { r.User = "bob" })); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Status != "aborted" || got[1].Status != "direct_link" || !near(got[1].Minutes, 10) {
+		t.Fatalf("OnSettle saw %+v", got)
+	}
+}
