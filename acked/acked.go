@@ -267,8 +267,10 @@ func Unread(c net.Conn) (int64, bool) {
 
 // Tracked is a dialed connection whose [Unread] figure outlives it: an HTTP
 // transport closes a connection whose request was cancelled at once, before
-// whoever abandoned the body can ask what the socket held. Close reads it one
-// last time and keeps it.
+// whoever abandoned the body can ask what the socket held. Close reads what the
+// socket holds unread, counting it (the sender has delivered those bytes, and
+// reading them lets the sender hear so and the close be a FIN rather than a
+// reset), keeps the count, and closes.
 type Tracked struct {
 	net.Conn
 	mu     sync.Mutex
@@ -284,12 +286,16 @@ func Track(c net.Conn) *Tracked { return &Tracked{Conn: c} }
 // NetConn is the connection beneath.
 func (t *Tracked) NetConn() net.Conn { return t.Conn }
 
-// Close keeps what the socket held unread, then closes it.
+// drainLimit bounds what closing a tracked connection reads: a receive buffer's
+// worth, on any system that allows one.
+const drainLimit = 64 << 20
+
+// Close counts and discards what the socket holds unread, then closes it.
 func (t *Tracked) Close() error {
 	t.mu.Lock()
 	if !t.closed {
 		t.closed = true
-		t.last, t.lastOK = Unread(t.Conn)
+		t.last, t.lastOK = drain(t.Conn, drainLimit)
 	}
 	t.mu.Unlock()
 	return t.Conn.Close()
@@ -302,4 +308,22 @@ func (t *Tracked) unread() (int64, bool) {
 		return t.last, t.lastOK
 	}
 	return Unread(t.Conn)
+}
+
+// Abandon closes c when it is (or wraps) a [*Tracked], and returns what its
+// socket held unread: what the sender delivered that nobody read. Otherwise
+// it returns [Unread]'s figure and leaves c open.
+func Abandon(c net.Conn) (int64, bool) {
+	for x := c; x != nil; {
+		if t, ok := x.(*Tracked); ok {
+			_ = t.Close()
+			return t.unread()
+		}
+		w, ok := x.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		x = w.NetConn()
+	}
+	return Unread(c)
 }

@@ -115,3 +115,39 @@ func unread(c net.Conn) (int64, bool) {
 	}
 	return int64(n), true
 }
+
+// drain reads and discards what c's socket holds unread, without blocking,
+// and returns how many bytes that was. It asks for an immediate acknowledgement
+// first, so that the sender hears of everything read.
+func drain(c net.Conn, limit int64) (int64, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var total int64
+	buf := make([]byte, 64<<10)
+	// Control, not Read: another goroutine may be parked reading this
+	// connection (a transport waiting for headers), and Read would wait for it.
+	// The descriptor is non-blocking, so this read never waits.
+	err = raw.Control(func(fd uintptr) {
+		// The smallest receive buffer first: reading frees space, and the
+		// window the sender is offered must not grow with it, or bytes would
+		// keep arriving (and be acknowledged) between the last read and the
+		// close.
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 0)
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+		for total < limit {
+			n, err := unix.Read(int(fd), buf[:min(int64(len(buf)), limit-total)])
+			if n <= 0 || err != nil {
+				break
+			}
+			total += int64(n)
+		}
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	})
+	return total, err == nil
+}

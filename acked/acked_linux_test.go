@@ -638,10 +638,11 @@ func TestUnread(t *testing.T) {
 	if n, ok := Unread(wrapped{c}); !ok || n != sent-40<<10 {
 		t.Fatalf("Unread through a wrapper = %d, %v", n, ok)
 	}
-	// A tracked connection keeps the figure it had when it was closed.
+	// A tracked connection, abandoned, reads what its socket held and keeps
+	// the count.
 	tc := Track(c)
-	if err := tc.Close(); err != nil {
-		t.Fatal(err)
+	if n, ok := Abandon(wrapped{tc}); !ok || n != sent-40<<10 {
+		t.Fatalf("Abandon of a tracked connection = %d, %v, want %d", n, ok, sent-40<<10)
 	}
 	if n, ok := Unread(wrapped{tc}); !ok || n != sent-40<<10 {
 		t.Fatalf("Unread of a closed tracked connection = %d, %v, want %d", n, ok, sent-40<<10)

@@ -366,6 +366,7 @@ func (g *gateway) downloadURL(uid string) string {
 type usageFigures struct {
 	MinutesUsed     float64 `json:"minutes_used"`
 	MinutesReserved float64 `json:"minutes_reserved"`
+	DeliveriesOpen  int64   `json:"deliveries_open"`
 }
 
 func (g *gateway) usage(token string) (usageFigures, error) {
@@ -402,7 +403,7 @@ func (g *gateway) settledUsage(t *testing.T, rec *recorder, uid, token string) u
 	for {
 		if rec.inFlight(uid) == 0 {
 			u, err = g.usage(token)
-			if err == nil && u.MinutesReserved == 0 {
+			if err == nil && u.MinutesReserved == 0 && u.DeliveriesOpen == 0 {
 				return u
 			}
 		}

@@ -394,6 +394,7 @@ func usageBody(u usage.Usage) map[string]any {
 		"minutes_reserved":  u.MinutesReserved,
 		"minutes_remaining": u.MinutesRemaining,
 		"stream_minutes":    u.StreamMinutes,
+		"deliveries_open":   u.DeliveriesOpen,
 	}
 }
 

@@ -504,10 +504,10 @@ func (e *env) usageOf(t testing.TB, gw *gateway, tok string) usage.Usage {
 func (e *env) settled(t testing.TB, user string) usage.Usage {
 	t.Helper()
 	var u usage.Usage
-	eventually(t, "reservations of "+user+" to settle", func() bool {
+	eventually(t, "deliveries of "+user+" to settle", func() bool {
 		var err error
 		u, err = e.ledger.Usage(context.Background(), user, usage.Period(e.clock.Now()))
-		return err == nil && u.MinutesReserved == 0
+		return err == nil && u.MinutesReserved == 0 && u.DeliveriesOpen == 0
 	})
 	return u
 }

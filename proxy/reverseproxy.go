@@ -280,9 +280,12 @@ func (b *idleBody) Read(p []byte) (int, error) {
 func (b *idleBody) Close() error {
 	b.timer.Stop()
 	if !b.eof && b.conn != nil {
-		if n, ok := acked.Unread(b.conn); ok {
+		// What Stream delivered that was not read: counted, and drained so
+		// that Stream hears it arrived.
+		if n, ok := acked.Abandon(b.conn); ok {
 			b.read.Add(n)
 		}
+		b.conn = nil // counted once, however often the body is closed
 	}
 	return b.ReadCloser.Close()
 }

@@ -155,7 +155,7 @@ func (b *bodyWriter) settle(r *http.Request) {
 		return
 	}
 	last, idle := n, time.Now()
-	for n < b.written && r.Context().Err() == nil && time.Since(idle) < time.Minute {
+	for !b.broken && n < b.written && r.Context().Err() == nil && time.Since(idle) < time.Minute {
 		time.Sleep(2 * time.Millisecond)
 		if n, _ = acked.ForRequest(r, b.written); n > last {
 			last, idle = n, time.Now()
@@ -223,6 +223,7 @@ type bodyWriter struct {
 	wroteHeader bool
 	billable    bool // the answer is a 200 or 206 body, which Stream bills
 	cut         bool
+	broken      bool // a write failed or the connection was cut: no more acknowledgements will come
 	written     int64
 	start       time.Time
 }
@@ -273,6 +274,7 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 			b.account(int64(n - len(chunk)))
 			total += n
 			if err != nil {
+				b.broken = true
 				return total, err
 			}
 		}
@@ -312,7 +314,7 @@ func (b *bodyWriter) account(n int64) {
 // cutConnection sends what was written so far and closes the connection without
 // finishing the response.
 func (b *bodyWriter) cutConnection() {
-	b.cut = true
+	b.cut, b.broken = true, true
 	_ = b.rc.Flush()
 	conn, _, err := b.rc.Hijack()
 	if err != nil {

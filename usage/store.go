@@ -222,13 +222,22 @@ func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
 }
 
 func (t tx) usage(user, period string) (Usage, error) {
-	var used, reserved, streamM int64
-	err := t.row(`SELECT used_micro, reserved_micro, stream_micro FROM quota_periods WHERE user_id = ? AND period = ?`,
-		user, period).Scan(&used, &reserved, &streamM)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	return readUsage(t.row(usageQuery, user, period, user, period), period)
+}
+
+// usageQuery reads a user's standing in a period: its quota row (maybe none)
+// and how many of its deliveries are open.
+const usageQuery = `SELECT COALESCE(MAX(used_micro), 0), COALESCE(MAX(reserved_micro), 0), COALESCE(MAX(stream_micro), 0),
+		(SELECT COUNT(*) FROM deliveries WHERE user_id = ? AND period = ? AND settled_at IS NULL)
+	FROM quota_periods WHERE user_id = ? AND period = ?`
+
+func readUsage(r *sql.Row, period string) (Usage, error) {
+	var used, reserved, streamM, open int64
+	if err := r.Scan(&used, &reserved, &streamM, &open); err != nil {
 		return Usage{}, err
 	}
-	return Usage{Period: period, MinutesUsed: fromMicro(used), MinutesReserved: fromMicro(reserved), StreamMinutes: fromMicro(streamM)}, nil
+	return Usage{Period: period, MinutesUsed: fromMicro(used), MinutesReserved: fromMicro(reserved),
+		StreamMinutes: fromMicro(streamM), DeliveriesOpen: open}, nil
 }
 
 func limitMicro(limit float64) int64 {
@@ -734,13 +743,11 @@ func (s *store) Recover(ctx context.Context, rule billing.Rule, now time.Time) (
 
 // Usage implements [Ledger].
 func (s *store) Usage(ctx context.Context, user, period string) (Usage, error) {
-	var used, reserved, streamM int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT used_micro, reserved_micro, stream_micro FROM quota_periods
-		WHERE user_id = ? AND period = ?`), user, period).Scan(&used, &reserved, &streamM)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	u, err := readUsage(s.db.QueryRowContext(ctx, s.q(usageQuery), user, period, user, period), period)
+	if err != nil {
 		return Usage{}, fmt.Errorf("usage: %w", err)
 	}
-	return Usage{Period: period, MinutesUsed: fromMicro(used), MinutesReserved: fromMicro(reserved), StreamMinutes: fromMicro(streamM)}, nil
+	return u, nil
 }
 
 // Report implements [Ledger].

@@ -94,6 +94,10 @@ type Usage struct {
 	// StreamMinutes is what Stream bills the operator for the same deliveries:
 	// the share of each file it sent.
 	StreamMinutes float64 `json:"stream_minutes"`
+	// DeliveriesOpen counts the user's responses still being sent in the
+	// period. One that asks only for bytes already paid for holds no minutes,
+	// so MinutesReserved alone does not tell that everything has settled.
+	DeliveriesOpen int64 `json:"deliveries_open"`
 }
 
 // withLimit fills in the plan, limit and remaining minutes.

@@ -376,6 +376,7 @@ type usageFigures struct {
 	MinutesReserved  float64 `json:"minutes_reserved"`
 	MinutesRemaining float64 `json:"minutes_remaining"`
 	StreamMinutes    float64 `json:"stream_minutes"`
+	DeliveriesOpen   int64   `json:"deliveries_open"`
 }
 
 func getUsage(t *testing.T, c *http.Client, gwURL, token string) usageFigures {
@@ -396,9 +397,9 @@ func getUsage(t *testing.T, c *http.Client, gwURL, token string) usageFigures {
 func settledUsage(t *testing.T, c *http.Client, gwURL, token string) usageFigures {
 	t.Helper()
 	var u usageFigures
-	waitFor(t, 10*time.Second, "reservations to be released", func() bool {
+	waitFor(t, 10*time.Second, "deliveries to settle", func() bool {
 		u = getUsage(t, c, gwURL, token)
-		return u.MinutesReserved == 0
+		return u.MinutesReserved == 0 && u.DeliveriesOpen == 0
 	})
 	return u
 }

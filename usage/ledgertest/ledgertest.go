@@ -152,6 +152,9 @@ func testOpenProgressSettle(t *testing.T, l usage.Ledger) {
 		t.Fatalf("Open = %+v", op)
 	}
 	WantUsage(t, l, "alice", Period, 0, 10)
+	if u, _ := l.Usage(ctx(), "alice", Period); u.DeliveriesOpen != 1 {
+		t.Fatalf("%d deliveries open, want 1", u.DeliveriesOpen)
+	}
 	if err := l.Progress(ctx(), Prop, req.ID, usage.Progress{Acked: Size / 4, Written: Size / 2, StreamBytes: Size / 2, At: T0}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +171,8 @@ func testOpenProgressSettle(t *testing.T, l usage.Ledger) {
 		t.Fatalf("Settled = %+v", st)
 	}
 	u, _ := l.Usage(ctx(), "alice", Period)
-	if !near(u.StreamMinutes, 5) {
-		t.Fatalf("stream minutes %.6f, want 5", u.StreamMinutes)
+	if !near(u.StreamMinutes, 5) || u.DeliveriesOpen != 0 {
+		t.Fatalf("stream minutes %.6f, %d deliveries open; want 5 and none", u.StreamMinutes, u.DeliveriesOpen)
 	}
 }
 
