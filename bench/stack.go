@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
 
+	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/policy"
 	"github.com/streamgate/streamgate/proxy"
@@ -269,6 +270,8 @@ func New(ctx context.Context, opts Options) (st *Stack, err error) {
 	hs.IdleTimeout = 120 * time.Second
 	hs.MaxHeaderBytes = 64 << 10
 	hs.ErrorLog = zap.NewStdLog(log.Named("http"))
+	hs.ConnContext = acked.ConnContext
+	st.gwSrv.Listener = acked.Listen(st.gwSrv.Listener)
 	st.gwSrv.Start()
 	return st, nil
 }

@@ -640,8 +640,11 @@ func quantilesOf(d []time.Duration) quantiles {
 }
 
 type metering struct {
-	Mode            string  `json:"mode"`
+	Mode string `json:"mode"`
+	// LedgerMinutes is what users were billed; StreamMinutes what the ledger
+	// counted Stream delivered, which EmulatorMinutes must agree with.
 	LedgerMinutes   float64 `json:"ledger_minutes"`
+	StreamMinutes   float64 `json:"stream_minutes"`
 	EmulatorMinutes float64 `json:"emulator_minutes"`
 	DiffPercent     float64 `json:"diff_percent"`
 	Deliveries      int64   `json:"ledger_deliveries"`
@@ -751,15 +754,12 @@ func drive(ctx context.Context, o options, tg *target) (*result, error) {
 
 func newMetering(mode string, b bench.Billing, clientBytes int64) *metering {
 	m := &metering{
-		Mode: mode, LedgerMinutes: b.LedgerMinutes, Deliveries: b.Deliveries,
+		Mode: mode, LedgerMinutes: b.LedgerMinutes, StreamMinutes: b.StreamMinutes, Deliveries: b.Deliveries,
 		LedgerBytes: b.LedgerBytes, EmulatorBytes: b.Emulator.Bytes, ClientBytes: clientBytes,
 		EmulatorMinutes: b.Emulator.ProportionalMinutes,
 	}
-	if usage.Mode(mode) == usage.PerDownload {
-		m.EmulatorMinutes = b.Emulator.DownloadMinutes
-	}
 	if m.EmulatorMinutes > 0 {
-		m.DiffPercent = (m.LedgerMinutes - m.EmulatorMinutes) / m.EmulatorMinutes * 100
+		m.DiffPercent = (m.StreamMinutes - m.EmulatorMinutes) / m.EmulatorMinutes * 100
 	}
 	return m
 }
@@ -860,8 +860,8 @@ func (r *result) print(w io.Writer) {
 		tw.Flush()
 	}
 	if m := r.Metering; m != nil {
-		fmt.Fprintf(w, "metering (%s): ledger %.4f min over %d deliveries, emulator %.4f min: %+.3f%%\n",
-			m.Mode, m.LedgerMinutes, m.Deliveries, m.EmulatorMinutes, m.DiffPercent)
+		fmt.Fprintf(w, "metering (%s): billed %.4f min over %d deliveries; Stream minutes: ledger %.4f, emulator %.4f: %+.3f%%\n",
+			m.Mode, m.LedgerMinutes, m.Deliveries, m.StreamMinutes, m.EmulatorMinutes, m.DiffPercent)
 		fmt.Fprintf(w, "  bytes: ledger %d, emulator sent %d, clients read %d\n", m.LedgerBytes, m.EmulatorBytes, m.ClientBytes)
 	}
 }
