@@ -100,12 +100,8 @@ func clamp(n, hi int64) int64 {
 // unread is the bytes the kernel has received on c (and acknowledged to the
 // sender) that nobody has read yet: SIOCINQ.
 func unread(c net.Conn) (int64, bool) {
-	sc, ok := c.(syscall.Conn)
+	raw, ok := rawOf(c)
 	if !ok {
-		return 0, false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
 		return 0, false
 	}
 	var n int
@@ -120,12 +116,8 @@ func unread(c net.Conn) (int64, bool) {
 // and returns how many bytes that was. It asks for an immediate acknowledgement
 // first, so that the sender hears of everything read.
 func drain(c net.Conn, limit int64) (int64, bool) {
-	sc, ok := c.(syscall.Conn)
+	raw, ok := rawOf(c)
 	if !ok {
-		return 0, false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
 		return 0, false
 	}
 	var total int64
@@ -133,7 +125,7 @@ func drain(c net.Conn, limit int64) (int64, bool) {
 	// Control, not Read: another goroutine may be parked reading this
 	// connection (a transport waiting for headers), and Read would wait for it.
 	// The descriptor is non-blocking, so this read never waits.
-	err = raw.Control(func(fd uintptr) {
+	err := raw.Control(func(fd uintptr) {
 		// The smallest receive buffer first: reading frees space, and the
 		// window the sender is offered must not grow with it, or bytes would
 		// keep arriving (and be acknowledged) between the last read and the
@@ -150,4 +142,14 @@ func drain(c net.Conn, limit int64) (int64, bool) {
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 	})
 	return total, err == nil
+}
+
+// rawOf is c's descriptor, when it has one.
+func rawOf(c net.Conn) (syscall.RawConn, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	raw, err := sc.SyscallConn()
+	return raw, err == nil
 }
