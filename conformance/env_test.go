@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -499,4 +498,3 @@ func waitUntil(ctx context.Context, timeout time.Duration, done <-chan struct{},
 	return true
 }
 
-var errMissing = errors.New("not installed")

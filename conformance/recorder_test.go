@@ -117,13 +117,6 @@ func (rc *recorder) liveBytes(uid string) int64 {
 	return 0
 }
 
-// sentOnce is the number of distinct bytes of uid the emulator has written
-// (completed requests only).
-func (rc *recorder) sentOnce(uid string) int64 {
-	v := rc.video(uid)
-	return v.sent.total()
-}
-
 // deliveryVideo names the video of a delivery path, /{UID or TOKEN}/downloads/FILE,
 // reading the token's sub claim without checking it (the emulator checks it).
 func deliveryVideo(path string) (string, bool) {

@@ -404,7 +404,6 @@ func testPaidNeverRefused(t *testing.T, l usage.Ledger) {
 }
 
 func testCopies(t *testing.T, l usage.Ledger) {
-	var ids []string
 	for i := range 5 {
 		req := Request("alice", billing.Whole)
 		req.At = T0.Add(time.Duration(i) * time.Minute)
@@ -413,7 +412,6 @@ func testCopies(t *testing.T, l usage.Ledger) {
 			t.Fatalf("copy %d started a new download", i+1)
 		}
 		MustSettle(t, l, PerDl, req.ID, Size)
-		ids = append(ids, req.ID)
 	}
 	// Five copies: one duration per two copies, rounded up.
 	WantUsage(t, l, "alice", Period, 30, 0)
