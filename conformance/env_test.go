@@ -497,4 +497,3 @@ func waitUntil(ctx context.Context, timeout time.Duration, done <-chan struct{},
 	}
 	return true
 }
-

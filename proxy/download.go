@@ -229,6 +229,8 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			_, _ = dv.Finish(usage.Complete)
 		case errors.Is(context.Cause(ctx), ErrShutdown):
 			_, _ = dv.Finish(usage.Shutdown)
+		case mw.fenced:
+			_, _ = dv.Finish(usage.Fenced)
 		case ctx.Err() != nil, mw.clientGone:
 			_, _ = dv.Finish(usage.ClientGone)
 		default:
@@ -246,6 +248,7 @@ type delivery interface {
 	Wrote(n int64)
 	Finish(o usage.Outcome) (usage.Settled, error)
 	Abort(reason string)
+	Fenced() bool
 }
 
 var _ delivery = (*usage.Delivery)(nil)

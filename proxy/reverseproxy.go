@@ -297,9 +297,17 @@ type meteredWriter struct {
 	d          delivery
 	written    atomic.Int64
 	clientGone bool
+	fenced     bool
 }
 
+// errFenced stops a body whose delivery has lost the shared ledger.
+var errFenced = errors.New("delivery fenced: the ledger has not been reachable")
+
 func (w *meteredWriter) Write(b []byte) (int, error) {
+	if w.d.Fenced() {
+		w.fenced = true
+		return 0, errFenced
+	}
 	n, err := w.ResponseWriter.Write(b)
 	if n > 0 {
 		w.written.Add(int64(n))

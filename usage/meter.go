@@ -63,6 +63,9 @@ type Meter struct {
 	// unreachable or too slow), by ID, for RunReaper to try again: until then
 	// their claims keep counting against their users.
 	unsettled sync.Map // string → settleAttempt
+	// fence is, on a shared ledger, how long a delivery may go without a
+	// successful ledger write before it stops sending (Fenced); 0 never.
+	fence time.Duration
 }
 
 // settleAttempt is a settlement to try again.
@@ -102,7 +105,15 @@ func NewMeter(l Ledger, cfg MeterConfig) *Meter {
 	}
 	rule := billing.Rule{Mode: cfg.Mode, CopiesPerCharge: cfg.CopiesPerCharge, Window: cfg.ResumeWindow}.WithDefaults()
 	cfg.Mode, cfg.ResumeWindow, cfg.CopiesPerCharge = rule.Mode, rule.Window, rule.CopiesPerCharge
-	return &Meter{ledger: l, cfg: cfg, rule: rule}
+	m := &Meter{ledger: l, cfg: cfg, rule: rule}
+	if sh, ok := l.(Shared); ok {
+		// Other replicas recover a row unwritten for the stale threshold; a
+		// live row is written at least every two reaper intervals (a third of
+		// the threshold each), so three quarters of it without a write means
+		// this process has lost the ledger.
+		m.fence = sh.StaleAfter() * 3 / 4
+	}
+	return m
 }
 
 // Mode is the meter's billing mode.
@@ -472,6 +483,16 @@ func (d *Delivery) Wrote(n int64) {
 	d.cpAt.Store(now)
 }
 
+// Fenced reports whether the delivery must stop sending: on a shared ledger,
+// nothing this process wrote for it (checkpoint or heartbeat) has succeeded
+// for three quarters of the ledger's stale threshold, so another replica may
+// soon take it for abandoned and settle it. Stopping first keeps what is
+// delivered bounded by what is billed; the owner's late settlement then bills
+// the rest (Ledger.Settle tops up a recovered delivery).
+func (d *Delivery) Fenced() bool {
+	return d.m.fence > 0 && d.m.cfg.Now().UnixNano()-d.beatAt.Load() > int64(d.m.fence)
+}
+
 // beat records that the delivery's ledger row was written at at (Unix
 // nanoseconds), never moving the record back.
 func (d *Delivery) beat(at int64) {
@@ -530,8 +551,8 @@ func (d *Delivery) settle(o Outcome, reason string) (Settled, error) {
 	d.done, d.settled = true, st
 	if st.Status != o.String() {
 		// Recovered by a replica that took this one for gone: that replica logged
-		// the billable line; what was delivered since the last checkpoint goes
-		// unbilled.
+		// the billable line from the last checkpoint, and this settlement billed
+		// what was delivered since.
 		d.m.cfg.Logger.Warn("delivery was settled elsewhere while its body was open",
 			zap.String("delivery_id", d.id), zap.String("user", d.req.User), zap.String("video", d.req.Video),
 			zap.String("status", st.Status), zap.Int64("bytes", p.Acked), zap.Int64("bytes_billed", st.Acked))

@@ -344,3 +344,67 @@ func TestMeterOnSettle(t *testing.T) {
 		t.Fatalf("OnSettle saw %+v", got)
 	}
 }
+
+// sharedSQLite poses as a ledger replicas share, with a stale threshold.
+type sharedSQLite struct {
+	*usage.SQLite
+	stale time.Duration
+	fail  atomic.Bool // Progress and Heartbeat fail: the ledger is unreachable
+}
+
+func (l *sharedSQLite) StaleAfter() time.Duration { return l.stale }
+
+func (l *sharedSQLite) Progress(ctx context.Context, rule billing.Rule, id string, p usage.Progress) error {
+	if l.fail.Load() {
+		return errors.New("ledger unreachable")
+	}
+	return l.SQLite.Progress(ctx, rule, id, p)
+}
+
+func (l *sharedSQLite) Heartbeat(ctx context.Context, ids []string, at time.Time) error {
+	if l.fail.Load() {
+		return errors.New("ledger unreachable")
+	}
+	return l.SQLite.Heartbeat(ctx, ids, at)
+}
+
+// TestMeterFences: a delivery whose ledger writes have failed for three
+// quarters of the stale threshold stops sending, before another replica may
+// recover it; one whose writes succeed does not.
+func TestMeterFences(t *testing.T) {
+	l := &sharedSQLite{SQLite: openMemory(t), stale: 2 * time.Minute}
+	f := newFixtureOn(t, l, usage.MeterConfig{CheckpointEvery: 10 * time.Second})
+	d := f.start(t, req())
+	if err := d.Respond(200, size, ledgertest.ETag, billing.Interval{End: size}); err != nil {
+		t.Fatal(err)
+	}
+	for range 12 { // two minutes of bytes, the ledger answering
+		f.clock.Advance(10 * time.Second)
+		d.Wrote(1000)
+		if d.Fenced() {
+			t.Fatal("fenced while the ledger answers")
+		}
+	}
+	l.fail.Store(true)
+	f.clock.Advance(80 * time.Second)
+	d.Wrote(1000)
+	if d.Fenced() {
+		t.Fatal("fenced after 80 s without the ledger; the threshold is 90 s")
+	}
+	f.clock.Advance(20 * time.Second)
+	d.Wrote(1000)
+	if !d.Fenced() {
+		t.Fatal("not fenced after 100 s without the ledger")
+	}
+	l.fail.Store(false)
+	if st, err := d.Finish(usage.Fenced); err != nil || st.Status != "fenced" || st.Written != 14000 {
+		t.Fatalf("Finish = %+v, %v", st, err)
+	}
+	// A ledger one process owns never fences.
+	g := newFixture(t, usage.Proportional)
+	e := g.start(t, req())
+	g.clock.Advance(time.Hour)
+	if e.Fenced() {
+		t.Error("fenced on a ledger one process owns")
+	}
+}

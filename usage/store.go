@@ -386,7 +386,7 @@ func (t tx) delivery(id string) (dvRow, error) {
 // lockDelivery reads delivery id under its download key's lock.
 func (t tx) lockDelivery(id string) (dvRow, error) {
 	dv, err := t.delivery(id)
-	if err != nil || !dv.open {
+	if err != nil || (!dv.open && dv.Status != Recovered.String()) {
 		return dv, err
 	}
 	if _, err := t.lockKey(dv.User, dv.Video, dv.Type); err != nil {
@@ -542,7 +542,11 @@ func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, st
 		p.At = time.Now()
 	}
 	dv, err := t.lockDelivery(id)
-	if err != nil || !dv.open || (staleBefore > 0 && dv.beatAt >= staleBefore) {
+	// A delivery another process recovered while its owner was cut off from
+	// the ledger is topped up by the owner's own settlement: the bytes it sent
+	// after its last checkpoint are billed then, once.
+	topUp := !dv.open && st != nil && dv.Status == Recovered.String() && st.Outcome != Recovered && p.Acked > dv.Acked
+	if err != nil || (!dv.open && !topUp) || (staleBefore > 0 && dv.beatAt >= staleBefore) {
 		return dv, err
 	}
 	d, err := t.download(dv.DownloadID)
@@ -605,7 +609,13 @@ func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, st
 		acked, source, max(p.Written, dv.Written), streamBytes, bill, streamM, at, id); err != nil {
 		return dv, err
 	}
-	if st != nil {
+	switch {
+	case topUp:
+		if _, err := t.exec(`UPDATE deliveries SET reason = ? WHERE id = ?`,
+			dv.Reason+"; its owner billed the rest when it settled ("+st.Outcome.String()+")", id); err != nil {
+			return dv, err
+		}
+	case st != nil:
 		if _, err := t.exec(`UPDATE deliveries SET status = ?, reason = ?, settled_at = ? WHERE id = ?`,
 			st.Outcome.String(), st.Reason, at, id); err != nil {
 			return dv, err

@@ -275,11 +275,14 @@ const (
 	Recovered
 	// DirectLink: a direct link handed out, billed in full at once.
 	DirectLink
+	// Fenced: the gateway stopped the body itself, having been out of touch
+	// with a shared ledger for too long (see [Delivery.Fenced]).
+	Fenced
 )
 
 var outcomeNames = map[Outcome]string{
 	Complete: "complete", ClientGone: "client_gone", UpstreamFailed: "upstream_failed", Shutdown: "shutdown",
-	Aborted: "aborted", Recovered: "recovered", DirectLink: "direct_link",
+	Aborted: "aborted", Recovered: "recovered", DirectLink: "direct_link", Fenced: "fenced",
 }
 
 func (o Outcome) String() string {
