@@ -263,16 +263,21 @@ func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
 	last, _ := acked.ForRequest(r, written)
 	idle := time.NewTimer(ackIdle)
 	defer idle.Stop()
-	tick := time.NewTicker(ackPoll)
-	defer tick.Stop()
+	// Look again soon, then less often: on a short path the last
+	// acknowledgements take microseconds, across the world tens of milliseconds.
+	pause := ackFirstPoll
 	for last < written {
+		t := time.NewTimer(pause)
 		select {
 		case <-r.Context().Done():
+			t.Stop()
 			return
 		case <-idle.C:
+			t.Stop()
 			return
-		case <-tick.C:
+		case <-t.C:
 		}
+		pause = min(2*pause, ackPoll)
 		if n, _ := acked.ForRequest(r, written); n > last {
 			last = n
 			idle.Reset(ackIdle)
@@ -281,10 +286,11 @@ func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
 }
 
 // How long the end of a download waits for acknowledgements to progress, and
-// how often it looks.
+// how often it looks at most.
 const (
-	ackIdle = 2 * time.Second
-	ackPoll = 5 * time.Millisecond
+	ackIdle      = 2 * time.Second
+	ackFirstPoll = 20 * time.Microsecond
+	ackPoll      = 5 * time.Millisecond
 )
 
 // billingRange reads the request's single byte range for the meter:

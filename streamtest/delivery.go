@@ -155,8 +155,10 @@ func (b *bodyWriter) settle(r *http.Request) {
 		return
 	}
 	last, idle := n, time.Now()
+	pause := 20 * time.Microsecond // acknowledgements on loopback take microseconds
 	for !b.broken && n < b.written && r.Context().Err() == nil && time.Since(idle) < time.Minute {
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 2*time.Millisecond)
 		if n, _ = acked.ForRequest(r, b.written); n > last {
 			last, idle = n, time.Now()
 		}
