@@ -156,6 +156,11 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 	if _, err := stream.ParseDownloadType(string(req.Type)); err != nil {
 		return nil, fmt.Errorf("start delivery: %w", err)
 	}
+	// The ledger's transaction must not end with the client: a commit cut
+	// short by a cancelled context may have happened all the same, leaving an
+	// open delivery nobody settles. It runs to its end, bounded in time.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.LedgerTimeout)
+	defer cancel()
 	now := m.cfg.Now()
 	f, _ := m.files.Load(fileKey{req.Video, req.Type})
 	known, _ := f.(fileID)
@@ -197,6 +202,8 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 // once, with outcome DirectLink, when the link is handed out. A refusal is a
 // *QuotaError and writes nothing.
 func (m *Meter) Charge(ctx context.Context, req StartRequest) (Settled, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.LedgerTimeout)
+	defer cancel()
 	now := m.cfg.Now()
 	st, err := m.ledger.Charge(ctx, OpenRequest{
 		ID: newID(), NewDownloadID: newID(), User: req.User, Plan: req.Plan, Video: req.Video, Type: req.Type,
