@@ -286,6 +286,9 @@ func TestSet(t *testing.T) {
 			t.Errorf("ParseSet(%q) = %v, %v", tt.want, back, err)
 		}
 	}
+	if (Interval{5, Unknown}).Empty() || !(Interval{5, 5}).Empty() || (Interval{5, Unknown}).Len() != 0 {
+		t.Error("an interval to an unknown end must be non-empty, of no known length")
+	}
 	s := Set{{0, 10}, {20, 30}}
 	if got := s.Missing(Interval{5, 25}); got != 10 {
 		t.Errorf("Missing = %d, want 10", got)

@@ -19,11 +19,17 @@ type Interval struct {
 	Start, End int64
 }
 
-// Len is the number of bytes in iv, 0 when it is empty.
-func (iv Interval) Len() int64 { return max(0, iv.End-iv.Start) }
+// Len is the number of bytes in iv, 0 when it is empty or its end is Unknown.
+func (iv Interval) Len() int64 {
+	if iv.End == Unknown {
+		return 0
+	}
+	return max(0, iv.End-iv.Start)
+}
 
-// Empty reports whether iv holds no byte.
-func (iv Interval) Empty() bool { return iv.End <= iv.Start }
+// Empty reports whether iv holds no byte. An interval whose end is Unknown
+// runs to the end of a file of unknown size: not empty.
+func (iv Interval) Empty() bool { return iv.End != Unknown && iv.End <= iv.Start }
 
 func (iv Interval) String() string { return fmt.Sprintf("%d-%d", iv.Start, iv.End) }
 

@@ -181,7 +181,7 @@ func (t tx) claims(id string) ([]claimRow, error) {
 func only(cs []claimRow) []billing.Claim {
 	out := make([]billing.Claim, 0, len(cs))
 	for _, c := range cs {
-		if !c.claim.Range.Empty() || c.claim.Range.End == billing.Unknown {
+		if !c.claim.Range.Empty() {
 			out = append(out, c.claim)
 		}
 	}

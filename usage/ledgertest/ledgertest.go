@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 		{"Unlimited", testUnlimited},
 		{"SizeLearntFromResponse", testRespond},
 		{"NoBodyReleases", testNoBody},
+		{"UnknownLengthBilled", testUnknownLength},
 		{"AnotherFileStartsADownload", testAnotherFile},
 		{"GrowingClaimChecked", testGrowingClaim},
 		{"ResumeJoinsWithinWindow", testResumeWindow},
@@ -247,6 +248,22 @@ func testRespond(t *testing.T, l usage.Ledger) {
 		t.Fatalf("Settled = %+v", st)
 	}
 	WantUsage(t, l, "alice", Period, 5, 0)
+}
+
+// testUnknownLength: an answer that tells no size (a chunked 200) carries the
+// file to its unknown end, and what is delivered of it is billed.
+func testUnknownLength(t *testing.T, l usage.Ledger) {
+	req := Request("alice", billing.Whole)
+	req.Size, req.ETag = 0, ""
+	MustOpen(t, l, Prop, req)
+	if err := l.Respond(ctx(), Prop, req.ID, usage.Response{Body: billing.Interval{Start: 0, End: billing.Unknown}, At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	WantUsage(t, l, "alice", Period, 0, 10)
+	if st := MustSettle(t, l, Prop, req.ID, Size/2); st.Acked != Size/2 || !near(st.Minutes, 10) {
+		t.Fatalf("delivery of a file of unknown size = %+v, want its bytes and the whole duration", st)
+	}
+	WantUsage(t, l, "alice", Period, 10, 0)
 }
 
 func testNoBody(t *testing.T, l usage.Ledger) {
