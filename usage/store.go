@@ -333,13 +333,11 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 // dvRow is a deliveries row.
 type dvRow struct {
 	Settled
-	open       bool
-	limit      int64
-	minutes    int64 // micro
-	streamM    int64 // micro
-	beatAt     int64
-	claimStart int64
-	claimEnd   int64
+	open    bool
+	limit   int64
+	minutes int64 // micro
+	streamM int64 // micro
+	beatAt  int64
 }
 
 const dvCols = `dv.id, dv.download_id, dv.started, dv.user_id, dv.plan, dv.video, dv.type, dv.mode, dv.period, dv.duration,
@@ -357,7 +355,7 @@ func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
 		minutes, streamM int64
 	)
 	err := r.Scan(&d.DeliveryID, &d.DownloadID, &started, &d.User, &d.Plan, &d.Video, &typ, &mode, &d.Period, &d.Duration,
-		&d.Range, &d.claimStart, &d.claimEnd, &d.limit, &d.Acked, &d.AckedSource, &d.Written, &d.StreamBytes,
+		&d.Range, &d.Claim.Start, &d.Claim.End, &d.limit, &d.Acked, &d.AckedSource, &d.Written, &d.StreamBytes,
 		&minutes, &streamM, &d.Country, &d.ClientIP, &d.RequestID, &d.Status, &d.Reason, &opened,
 		&d.beatAt, &settled, &d.Size)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -367,7 +365,6 @@ func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
 	}
 	d.StartedDownload = started != 0
 	d.Type, d.Mode = stream.DownloadType(typ), Mode(mode)
-	d.Claim = billing.Interval{Start: d.claimStart, End: d.claimEnd}
 	d.minutes, d.streamM = minutes, streamM
 	d.Minutes, d.StreamMinutes = fromMicro(minutes), fromMicro(streamM)
 	d.OpenedAt = time.UnixMicro(opened).UTC()
@@ -421,7 +418,7 @@ func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Res
 		}
 		body := r.Body
 		if body.Empty() {
-			body = billing.Interval{Start: dv.claimStart, End: dv.claimStart}
+			body = billing.Interval{Start: dv.Claim.Start, End: dv.Claim.Start}
 		}
 		if !body.Empty() && !billing.SameFile(d.state.Size, d.etag, r.Size, r.ETag) {
 			if d.state.Sent == 0 && len(open) == 1 {
@@ -556,18 +553,18 @@ func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, st
 	rule = rule.WithDefaults()
 	rule.Mode = Mode(d.mode)
 
-	claimLen := dv.claimEnd - dv.claimStart
+	claimLen := dv.Claim.End - dv.Claim.Start
 	switch {
-	case dv.claimEnd != billing.Unknown:
+	case dv.Claim.End != billing.Unknown:
 	case d.state.Size > 0:
-		claimLen = max(d.state.Size-dv.claimStart, 0)
+		claimLen = max(d.state.Size-dv.Claim.Start, 0)
 	default:
 		claimLen = p.Acked // a body of unknown length: nothing to bound it by
 	}
 	acked := min(max(p.Acked, dv.Acked), max(claimLen, dv.Acked))
 	var bill int64
 	if acked > dv.Acked {
-		d.state, bill = rule.Deliver(d.state, billing.Interval{Start: dv.claimStart + dv.Acked, End: dv.claimStart + acked})
+		d.state, bill = rule.Deliver(d.state, billing.Interval{Start: dv.Claim.Start + dv.Acked, End: dv.Claim.Start + acked})
 	}
 	streamBytes := max(p.StreamBytes, dv.StreamBytes)
 	streamM := dv.streamM

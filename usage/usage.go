@@ -380,11 +380,6 @@ type ReportRow struct {
 	StreamBytes int64 `json:"stream_bytes"`
 }
 
-// micro is the number of stored units in one minute.
-const micro = 1_000_000
-
 func toMicro(minutes float64) int64 { return billing.Micro(minutes) }
 
 func fromMicro(m int64) float64 { return billing.FromMicro(m) }
-
-var _ = micro
