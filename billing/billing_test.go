@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -323,7 +322,6 @@ func TestSetBounded(t *testing.T) {
 			t.Fatalf("interval %v no longer held", iv)
 		}
 	}
-	_ = fmt.Sprint(s)
 }
 
 func TestShare(t *testing.T) {
