@@ -344,3 +344,33 @@ func TestVideoCacheBounded(t *testing.T) {
 		t.Fatalf("a fresh entry cost an API call (%v)", err)
 	}
 }
+
+func TestAnswerBytes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status int
+		length int64
+		cr     string
+		size   int64
+		body   billing.Interval
+	}{
+		{200, 1000, "", 1000, billing.Interval{Start: 0, End: 1000}},
+		{200, -1, "", 0, billing.Interval{Start: 0, End: billing.Unknown}},
+		{206, 10, "bytes 10-19/1000", 1000, billing.Interval{Start: 10, End: 20}},
+		{206, 10, "bytes 10-19/*", 0, billing.Interval{Start: 10, End: 20}},
+		{206, 10, "bytes 19-10/1000", 0, billing.Interval{Start: 0, End: billing.Unknown}},
+		{206, 10, "items 1-2/3", 0, billing.Interval{Start: 0, End: billing.Unknown}},
+		{416, 0, "bytes */1000", 0, billing.Interval{}},
+		{304, 0, "", 0, billing.Interval{}},
+	}
+	for _, tt := range tests {
+		resp := &http.Response{StatusCode: tt.status, ContentLength: tt.length, Header: http.Header{}}
+		if tt.cr != "" {
+			resp.Header.Set("Content-Range", tt.cr)
+		}
+		size, body := answerBytes(resp)
+		if size != tt.size || body != tt.body {
+			t.Errorf("%d %q: size %d, body %v; want %d, %v", tt.status, tt.cr, size, body, tt.size, tt.body)
+		}
+	}
+}
