@@ -44,6 +44,9 @@ type gateway struct {
 type gatewayOptions struct {
 	// Now replaces the clock (tests).
 	Now func() time.Time
+	// Wrap, when set, wraps the gateway's handler: the demo serves its page
+	// beside the gateway's routes this way.
+	Wrap func(http.Handler) http.Handler
 }
 
 func loadConfig(path string, getenv func(string) string) (*config.Config, error) {
@@ -290,6 +293,9 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		return nil, err
 	}
 	g.handler = srv
+	if opts.Wrap != nil {
+		g.handler = opts.Wrap(srv)
+	}
 	return g, nil
 }
 
