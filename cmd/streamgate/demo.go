@@ -64,7 +64,12 @@ func demoCmd(e env) *cobra.Command {
 		Short: "Run the gateway in front of a built-in Stream emulator, with demo videos and users",
 		Long: `demo starts a Stream emulator and the gateway in one process on loopback, with a
 generated signing key, a few videos and two users, and needs no file and no network.
-Its first line on stdout is a JSON object describing them; curl commands follow.`,
+Its first line on stdout is a JSON object describing them; curl commands follow.
+
+The gateway's address also serves a demo page at /: pick a user, see the videos'
+download status and the user's remaining minutes, play a video, download one, and
+watch the minutes drop. The page gets the demo users' portal tokens from
+/demo/users, which exists only in the demo: a real portal signs its users in.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd.Context(), e, listen, emulatorListen, metering, nil)
@@ -142,21 +147,6 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 		return fmt.Errorf("demo configuration: %w", err)
 	}
 
-	log, err := newLogger("info", "json", e.stderr)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = log.Sync() }()
-	g, err := newGateway(ctx, &cfg, log, gatewayOptions{})
-	if err != nil {
-		return err
-	}
-	defer g.Close()
-
-	emuSrv := streamtest.Server(emu.Handler())
-	go func() { _ = emuSrv.Serve(streamtest.Listen(eln)) }()
-	defer emuSrv.Close()
-
 	info := demoInfo{Gateway: gwURL, Emulator: emuURL}
 	for _, v := range demoVideos {
 		info.Videos = append(info.Videos, demoVideo{
@@ -175,6 +165,24 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 		}
 		info.Users = append(info.Users, demoUser{ID: u.id, Token: tok, Plan: u.plan, MinutesPerMonth: cfg.Plans[u.plan].MinutesPerMonth})
 	}
+
+	log, err := newLogger("info", "json", e.stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	// The demo page answers / and /demo/...; the gateway, everything else.
+	page := newDemoPage(info)
+	g, err := newGateway(ctx, &cfg, log, gatewayOptions{Wrap: page.wrap})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+
+	emuSrv := streamtest.Server(emu.Handler())
+	go func() { _ = emuSrv.Serve(streamtest.Listen(eln)) }()
+	defer emuSrv.Close()
+
 	line, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -198,6 +206,8 @@ func printDemoHelp(e env, d demoInfo) {
 	fmt.Fprintf(e.stdout, `
 streamgate demo: gateway %s, Stream emulator %s
 Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month).
+Open %s/ in a browser to pick a user, play and download the videos and watch the
+minutes drop; or use curl:
 
   export ALICE=%s
   export BOB=%s
@@ -219,7 +229,7 @@ Users: %s (plan %s, %.0f min/month) and %s (plan %s, %.0f min/month).
   # the lecture needs 30 minutes and 15 remain: 403, with the figures
   curl -s -H "Authorization: Bearer $BOB" %s
 
-`, d.Gateway, d.Emulator, a.ID, a.Plan, a.MinutesPerMonth, b.ID, b.Plan, b.MinutesPerMonth,
+`, d.Gateway, d.Emulator, a.ID, a.Plan, a.MinutesPerMonth, b.ID, b.Plan, b.MinutesPerMonth, d.Gateway,
 		a.Token, b.Token,
 		d.Gateway, priv.UID,
 		priv.MP4, priv.Audio, priv.MP4,
