@@ -27,63 +27,47 @@ type download struct {
 }
 
 // handleAuthDownload serves GET|HEAD /v1/videos/{uid}/downloads/{file}.
-func (s *Server) handleAuthDownload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAuthDownload(w http.ResponseWriter, r *http.Request) error {
 	dl, err := parseDownload(r.PathValue("uid"), r.PathValue("file"), r.URL.Query())
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	id, err := s.authenticate(r)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	dl.id = id
-	s.serveDownload(w, r, dl)
+	return s.serveDownload(w, r, dl)
 }
 
 // handleLinkDownload serves GET|HEAD /dl/{grant}/{file}: the grant is the only
 // credential.
-func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) error {
 	typ, ok := stream.TypeFromFile(r.PathValue("file"))
 	if !ok {
-		writeError(w, r, errorf(http.StatusBadRequest, "bad_type", "the file must be default.mp4 or audio.m4a"))
-		return
+		return errBadType()
 	}
 	g, err := s.Grants.Verify(r.PathValue("grant"))
 	if err != nil {
-		writeError(w, r, s.authFailed(r, err))
-		return
+		return s.authFailed(r, err)
 	}
 	if !g.Allows(g.Video, typ) {
-		writeError(w, r, s.authFailed(r, errors.New("grant is for another download type")))
-		return
+		return s.authFailed(r, errors.New("grant is for another download type"))
 	}
 	// The grant fixed the filename; the query may repeat it but not change it.
 	if q := r.URL.Query(); q.Has("filename") && q.Get("filename") != g.Filename {
-		writeError(w, r, errorf(http.StatusBadRequest, "bad_filename", "the filename does not match the link"))
-		return
+		return badRequest("bad_filename", "the filename does not match the link")
 	}
 	if !g.AllowsIP(infoFrom(r.Context()).clientIP) {
-		writeError(w, r, errorf(http.StatusForbidden, "link_address", "this link is bound to another client address"))
-		return
+		return forbidden("link_address", "this link is bound to another client address", nil)
 	}
-	s.serveDownload(w, r, download{
+	return s.serveDownload(w, r, download{
 		id:       g.Identity(),
 		video:    g.Video,
 		typ:      typ,
 		filename: g.Filename,
 		session:  g.Session,
 	})
-}
-
-func errBadVideo() *Error {
-	return errorf(http.StatusBadRequest, "bad_video", "the video ID must be 32 lowercase hexadecimal characters")
-}
-
-func errBadFilename() *Error {
-	return errorf(http.StatusBadRequest, "bad_filename",
-		"filename must be 1 to %d characters of A-Z, a-z, 0-9, '-' and '_'; the extension is added", stream.MaxFilenameLen)
 }
 
 // allow spends a token of the user's bucket l (nil: no limit); what, in the
@@ -97,7 +81,7 @@ func allow(w http.ResponseWriter, l RateLimiter, user, what string) error {
 		return nil
 	}
 	res.SetHeaders(w.Header())
-	return errorf(http.StatusTooManyRequests, "rate_limited", "too many %s; retry later", what)
+	return tooMany("rate_limited", "too many "+what+"; retry later", nil, nil)
 }
 
 // videoCaller checks the route's video ID, then the portal credential.
@@ -120,7 +104,7 @@ func parseDownload(uid, file string, q map[string][]string) (download, error) {
 	}
 	typ, ok := stream.TypeFromFile(file)
 	if !ok {
-		return download{}, errorf(http.StatusBadRequest, "bad_type", "the file must be default.mp4 or audio.m4a")
+		return download{}, errBadType()
 	}
 	var name string
 	if v, ok := q["filename"]; ok {
@@ -137,32 +121,27 @@ func parseDownload(uid, file string, q map[string][]string) (download, error) {
 }
 
 // serveDownload applies policy, reserves quota, mints the Stream token and proxies.
-func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl download) {
+func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl download) error {
 	ctx := r.Context()
 	ri := infoFrom(ctx)
 	ri.user, ri.video = dl.id.UserID, dl.video
 	planName, plan := s.plan(dl.id.Plan)
 
 	if err := s.checkCountry(r, planName); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if err := allow(w, plan.Downloads, dl.id.UserID, "downloads started"); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	release, ok := s.Concurrency.Acquire(dl.id.UserID, plan.MaxConcurrent)
 	if !ok {
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Type: "too_many_downloads",
-			Detail: "too many downloads in progress; retry when one ends", Header: retryAfter(0)})
-		return
+		return tooMany("too_many_downloads", "too many downloads in progress; retry when one ends", retryAfter(0), nil)
 	}
 	defer release()
 
 	info, err := s.videoReady(ctx, dl.video, dl.typ)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 
 	var dv delivery
@@ -180,8 +159,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			RequestID:    ri.id,
 		})
 		if err != nil {
-			writeError(w, r, s.quotaError(err))
-			return
+			return s.quotaError(err)
 		}
 		dv = d
 	}
@@ -191,8 +169,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		if dv != nil {
 			dv.Abort("mint_failed")
 		}
-		writeError(w, r, &Error{Status: http.StatusInternalServerError, Type: "internal", Detail: "internal error", Cause: err})
-		return
+		return internal(err)
 	}
 
 	up := &upstream{path: stream.DeliveryPath(tok, dl.typ), filename: dl.filename, delivery: dv}
@@ -239,6 +216,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	}()
 	s.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, upstreamKey, up)))
 	finished = true
+	return nil
 }
 
 // delivery is what serving a download needs of its metering ([usage.Delivery]).
@@ -348,37 +326,22 @@ func billingRange(r *http.Request) billing.Range {
 func (s *Server) videoReady(ctx context.Context, uid string, typ stream.DownloadType) (videoInfo, error) {
 	info, err := s.videos.get(ctx, uid)
 	if err != nil {
-		return info, s.apiError(err)
+		return info, upstreamFailure(ctx, streamAPI, err)
 	}
 	// An unknown duration (absent, null, -1, 0) is refused, never billed as 0.
 	if info.Video.Billable() != nil {
-		return info, &Error{Status: http.StatusConflict, Type: "video_not_ready",
-			Detail: "the video is still processing; its duration is not known yet"}
+		return info, notReady("video_not_ready", "the video is still processing; its duration is not known yet", nil)
 	}
 	d, ok := info.Downloads[typ]
 	if !ok {
-		return info, &Error{Status: http.StatusConflict, Type: "download_not_enabled",
-			Detail: "this download type is not enabled for the video", Extra: map[string]any{"download_status": "none"}}
+		return info, notReady("download_not_enabled", "this download type is not enabled for the video",
+			map[string]any{"download_status": "none"})
 	}
 	if d.Status != "ready" {
-		return info, &Error{Status: http.StatusConflict, Type: "download_not_ready",
-			Detail: "the download is being generated", Extra: map[string]any{"download_status": d.Status, "percentComplete": d.PercentComplete}}
+		return info, notReady("download_not_ready", "the download is being generated",
+			map[string]any{"download_status": d.Status, "percentComplete": d.PercentComplete})
 	}
 	return info, nil
-}
-
-func (s *Server) apiError(err error) error {
-	switch {
-	case errors.Is(err, stream.ErrNotFound):
-		return &Error{Status: http.StatusNotFound, Type: "video_not_found", Detail: "no such video", Cause: err}
-	case errors.Is(err, stream.ErrNotReady):
-		return &Error{Status: http.StatusConflict, Type: "video_not_ready", Detail: "the video is still processing", Cause: err}
-	case errors.Is(err, context.Canceled):
-		return &Error{Status: 499, Type: "client_gone", Detail: "client closed the request", Cause: err}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Status: http.StatusGatewayTimeout, Type: "upstream_timeout", Detail: "the Stream API did not answer in time", Cause: err}
-	}
-	return &Error{Status: http.StatusBadGateway, Type: "upstream_error", Detail: "the Stream API failed", Cause: err}
 }
 
 func (s *Server) quotaError(err error) error {
@@ -387,11 +350,11 @@ func (s *Server) quotaError(err error) error {
 		u := qe.Usage
 		body := usageBody(u)
 		body["minutes_needed"] = qe.Requested
-		return &Error{Status: http.StatusForbidden, Type: "quota_exceeded",
-			Detail: fmt.Sprintf("this download needs %.2f minutes and %.2f of the monthly quota remain", qe.Requested, u.MinutesRemaining),
-			Extra:  body}
+		return forbidden("quota_exceeded",
+			fmt.Sprintf("this download needs %.2f minutes and %.2f of the monthly quota remain", qe.Requested, u.MinutesRemaining),
+			body)
 	}
-	return &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be recorded; retry later", Cause: err}
+	return ledgerUnavailable("usage could not be recorded; retry later", err)
 }
 
 func usageBody(u usage.Usage) map[string]any {
@@ -415,8 +378,7 @@ func (s *Server) checkCountry(r *http.Request, plan string) error {
 		return nil
 	}
 	if d := s.Country.Check(plan, ri.country); !d.Allowed {
-		return &Error{Status: http.StatusForbidden, Type: "country_denied",
-			Detail: "downloads are not available from your location", Extra: map[string]any{"reason": d.Reason}}
+		return forbidden("country_denied", "downloads are not available from your location", map[string]any{"reason": d.Reason})
 	}
 	return nil
 }
@@ -428,8 +390,7 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 	// make it send (an <img>, a form): those must not spend the user's quota. A
 	// Bearer header, which no other site can make a browser add, is not at risk.
 	if r.Header.Get("Sec-Fetch-Site") == "cross-site" && !hasBearer(r) {
-		return auth.Identity{}, &Error{Status: http.StatusForbidden, Type: "cross_site",
-			Detail: "a request from another site cannot use the portal's cookie"}
+		return auth.Identity{}, errCrossSite()
 	}
 	id, err := s.Auth.Authenticate(r)
 	if err != nil {
@@ -452,8 +413,7 @@ func (s *Server) authFailed(r *http.Request, cause error) error {
 		if res := s.IPLimit.Allow(ip); !res.Allowed {
 			h := http.Header{}
 			res.SetHeaders(h)
-			return &Error{Status: http.StatusTooManyRequests, Type: "rate_limited",
-				Detail: "too many failed or unauthenticated requests", Header: h, Cause: cause}
+			return tooMany("rate_limited", "too many failed or unauthenticated requests", h, cause)
 		}
 	}
 	detail := "the credential is missing, invalid or expired"
@@ -462,5 +422,5 @@ func (s *Server) authFailed(r *http.Request, cause error) error {
 		h = http.Header{"Www-Authenticate": {`Bearer`}}
 		detail = "a credential is required"
 	}
-	return &Error{Status: http.StatusUnauthorized, Type: "unauthorized", Detail: detail, Header: h, Cause: cause}
+	return unauthorized(detail, h, cause)
 }

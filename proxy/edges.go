@@ -114,43 +114,43 @@ const serverMethods = "GET, HEAD, POST"
 //   - a path that is not canonical: the redirect http.ServeMux would send
 //     (301 and Location), with a problem body.
 func (s *Server) checkEdges(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return handler(func(w http.ResponseWriter, r *http.Request) error {
 		if err := edgeError(r); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		next.ServeHTTP(w, r)
+		return nil
 	})
 }
 
 func edgeError(r *http.Request) *Error {
 	if r.Method == http.MethodConnect {
-		return &Error{Status: http.StatusMethodNotAllowed, Type: "method_not_allowed",
-			Detail: "this server is not a proxy", Header: http.Header{"Allow": {serverMethods}}}
+		return refused(http.StatusMethodNotAllowed, "method_not_allowed",
+			"this server is not a proxy", http.Header{"Allow": {serverMethods}})
 	}
 	if len(r.TransferEncoding) > 0 {
-		return &Error{Status: http.StatusBadRequest, Type: "bad_framing",
-			Detail: "a request body must be sent with Content-Length and without Transfer-Encoding",
-			Header: http.Header{"Connection": {"close"}}}
+		return refused(http.StatusBadRequest, "bad_framing",
+			"a request body must be sent with Content-Length and without Transfer-Encoding",
+			http.Header{"Connection": {"close"}})
 	}
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.ContentLength != 0 {
-		return &Error{Status: http.StatusBadRequest, Type: "body_not_allowed",
-			Detail: "a GET or HEAD request cannot carry a body",
-			Header: http.Header{"Connection": {"close"}}}
+		return refused(http.StatusBadRequest, "body_not_allowed",
+			"a GET or HEAD request cannot carry a body",
+			http.Header{"Connection": {"close"}})
 	}
 	if h := connectionNamesReliedOn(r.Header); h != "" {
-		return errorf(http.StatusBadRequest, "bad_connection_header",
-			"the Connection header may name hop-by-hop fields only, not %s", h)
+		return badRequest("bad_connection_header",
+			"the Connection header may name hop-by-hop fields only, not "+h)
 	}
 	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-		return errorf(http.StatusBadRequest, "bad_query",
+		return badRequest("bad_query",
 			"the query string cannot be parsed; separate parameters with '&' and percent-encode the rest")
 	}
 	if p := cleanPath(r.URL.Path); p != r.URL.Path {
 		u := &url.URL{Path: p, RawQuery: r.URL.RawQuery}
-		return &Error{Status: http.StatusMovedPermanently, Type: "non_canonical_path",
-			Detail: "the path is not in canonical form; see Location",
-			Header: http.Header{"Location": {u.String()}}}
+		return refused(http.StatusMovedPermanently, "non_canonical_path",
+			"the path is not in canonical form; see Location",
+			http.Header{"Location": {u.String()}})
 	}
 	return nil
 }
@@ -170,10 +170,10 @@ func methodNotAllowed(mux *http.ServeMux, r *http.Request) *Error {
 		}
 	}
 	if len(allow) == 0 {
-		return errorf(http.StatusNotFound, "not_found", "no such route")
+		return refused(http.StatusNotFound, "not_found", "no such route", nil)
 	}
-	return &Error{Status: http.StatusMethodNotAllowed, Type: "method_not_allowed",
-		Detail: "the route does not answer " + r.Method, Header: http.Header{"Allow": {strings.Join(allow, ", ")}}}
+	return refused(http.StatusMethodNotAllowed, "method_not_allowed",
+		"the route does not answer "+r.Method, http.Header{"Allow": {strings.Join(allow, ", ")}})
 }
 
 // isZeroSuffixRange reports whether the request's one Range is bytes=-0, a
@@ -206,17 +206,15 @@ func isZeroSuffixRange(h http.Header) bool {
 // leaves the request only the headers the route reads, so that nothing else a
 // client sends can reach Stream: forwardedHeaders, and on the authenticated route
 // the credentials, which the reverse proxy removes before forwarding.
-func (s *Server) downloadEdges(authenticated bool, next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) downloadEdges(authenticated bool, next handler) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if isZeroSuffixRange(r.Header) {
-			writeError(w, r, errorf(http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable",
-				"bytes=-0 asks for no bytes"))
-			return
+			return refused(http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable",
+				"bytes=-0 asks for no bytes", nil)
 		}
 		if authenticated {
 			if err := s.crossSite(r); err != nil {
-				writeError(w, r, err)
-				return
+				return err
 			}
 		}
 		kept := http.Header{}
@@ -230,18 +228,17 @@ func (s *Server) downloadEdges(authenticated bool, next http.HandlerFunc) http.H
 		}
 		r2 := *r
 		r2.Header = kept
-		next(w, &r2)
+		return next(w, &r2)
 	}
 }
 
 // portalEdges guards the other routes that take the portal credential.
-func (s *Server) portalEdges(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) portalEdges(next handler) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := s.crossSite(r); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
-		next(w, r)
+		return next(w, r)
 	}
 }
 
@@ -256,11 +253,9 @@ func (s *Server) crossSite(r *http.Request) *Error {
 	if hasBearer(r) {
 		return nil
 	}
-	refused := &Error{Status: http.StatusForbidden, Type: "cross_site",
-		Detail: "a request from another site cannot use the portal's cookie"}
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
 		if site == "cross-site" {
-			return refused
+			return errCrossSite()
 		}
 		return nil
 	}
@@ -269,13 +264,13 @@ func (s *Server) crossSite(r *http.Request) *Error {
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		if !s.portalOrigin(o) {
-			return refused
+			return errCrossSite()
 		}
 		return nil
 	}
 	if ref := r.Header.Get("Referer"); ref != "" {
 		if !s.portalOrigin(ref) {
-			return refused
+			return errCrossSite()
 		}
 	}
 	return nil

@@ -37,11 +37,10 @@ type linkResponse struct {
 const maxLinkBody = 4 << 10
 
 // handleCreateLink serves POST /v1/videos/{uid}/links.
-func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error {
 	id, uid, err := s.videoCaller(r)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	ri := infoFrom(r.Context())
 	// With the portal's cookie as the credential, the body must be JSON, which a
@@ -49,19 +48,16 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 	// authenticate (for browsers that send it), this keeps other sites from making
 	// links (and, in direct mode, charges) in the user's name.
 	if !hasBearer(r) && !isJSON(r.Header.Get("Content-Type")) {
-		writeError(w, r, errorf(http.StatusUnsupportedMediaType, "bad_content_type", "the body must be application/json"))
-		return
+		return refused(http.StatusUnsupportedMediaType, "bad_content_type", "the body must be application/json", nil)
 	}
 	var req linkRequest
 	if err := decodeJSON(r, &req); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	typ := stream.Default
 	if req.Type != "" {
 		if typ, err = stream.ParseDownloadType(req.Type); err != nil {
-			writeError(w, r, errorf(http.StatusBadRequest, "bad_type", "type must be default or audio"))
-			return
+			return badRequest("bad_type", "type must be default or audio")
 		}
 	}
 	if req.Filename != "" {
@@ -69,24 +65,20 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		// the Stream URL carry the name without the extension Stream appends.
 		name, ok := stream.CleanFilename(req.Filename, typ)
 		if !ok {
-			writeError(w, r, errBadFilename())
-			return
+			return errBadFilename()
 		}
 		req.Filename = name
 	}
 	planName, plan := s.plan(id.Plan)
 	if err := s.checkCountry(r, planName); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if err := allow(w, plan.Links, id.UserID, "links created"); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	info, err := s.videoReady(r.Context(), uid, typ)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	now := s.now()
 	exp := now.Add(s.cfg.LinkTTL)
@@ -104,16 +96,14 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 				Country: ri.country, ClientIP: addrString(ri.clientIP), RequestID: ri.id,
 			})
 			if err != nil {
-				writeError(w, r, s.quotaError(err))
-				return
+				return s.quotaError(err)
 			}
 		}
 	} else {
 		link, err = s.proxyLink(r, id, planName, uid, typ, req.Filename, exp)
 	}
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, linkResponse{
 		URL:       link,
@@ -122,6 +112,7 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) {
 		Filename:  req.Filename,
 		Mode:      s.cfg.LinkMode,
 	})
+	return nil
 }
 
 func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
@@ -210,10 +201,12 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return &Error{Status: http.StatusBadRequest, Type: "bad_body", Detail: "the body must be a JSON object with optional type and filename", Cause: err}
+		pe := badRequest("bad_body", "the body must be a JSON object with optional type and filename")
+		pe.Cause = err
+		return pe
 	}
 	if dec.More() {
-		return errorf(http.StatusBadRequest, "bad_body", "the body must hold one JSON object")
+		return badRequest("bad_body", "the body must hold one JSON object")
 	}
 	return nil
 }
@@ -225,23 +218,20 @@ type downloadState struct {
 }
 
 // handleListDownloads serves GET /v1/videos/{uid}/downloads.
-func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) error {
 	id, uid, err := s.videoCaller(r)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	// Each unknown video costs a Stream API call, and the API's limit is the
 	// account's: listing spends the plan's links bucket.
 	_, plan := s.plan(id.Plan)
 	if err := allow(w, plan.Links, id.UserID, "requests"); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	info, err := s.videos.get(r.Context(), uid)
 	if err != nil {
-		writeError(w, r, s.apiError(err))
-		return
+		return upstreamFailure(r.Context(), streamAPI, err)
 	}
 	out := map[string]downloadState{}
 	for typ, d := range info.Downloads {
@@ -259,26 +249,27 @@ func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) {
 		"ready":     info.Video.ReadyToStream,
 		"downloads": out,
 	})
+	return nil
 }
 
 // handleUsage serves GET /v1/me/usage.
-func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) error {
 	id, err := s.authenticate(r)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	name, plan := s.plan(id.Plan)
 	u, err := s.Meter.Usage(r.Context(), id.UserID, name, plan.MinutesPerMonth)
 	if err != nil {
-		writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be read; retry later", Cause: err})
-		return
+		return ledgerUnavailable("usage could not be read; retry later", err)
 	}
 	writeJSON(w, http.StatusOK, usageBody(u))
+	return nil
 }
 
-func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
 }
 
 // readinessTTL is how long a readiness answer is reused: the Stream API limits
@@ -293,7 +284,7 @@ type readiness struct {
 }
 
 // handleReadyz checks that the Stream API and the ledger answer.
-func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	s.ready.mu.Lock()
 	defer s.ready.mu.Unlock()
 	if now := time.Now(); s.ready.checks == nil || now.Sub(s.ready.at) >= readinessTTL {
@@ -301,6 +292,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		s.ready.at = now
 	}
 	writeJSON(w, s.ready.status, map[string]any{"status": http.StatusText(s.ready.status), "checks": s.ready.checks})
+	return nil
 }
 
 func (s *Server) runChecks(ctx context.Context) (int, map[string]string) {

@@ -162,7 +162,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return handler(func(w http.ResponseWriter, r *http.Request) (err error) {
 		defer func() {
 			v := recover()
 			if v == nil {
@@ -173,9 +173,10 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				panic(v)
 			}
 			s.log.Error("panic", zap.String("request_id", infoFrom(r.Context()).id), zap.Any("panic", v), zap.Stack("stack"))
-			writeError(w, r, errorf(http.StatusInternalServerError, "internal", "internal error"))
+			err = internal(nil)
 		}()
 		next.ServeHTTP(w, r)
+		return nil
 	})
 }
 

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -174,35 +173,25 @@ func (s *Server) newReverseProxy() http.Handler {
 			if mw, ok := w.(*meteredWriter); ok {
 				w = mw.ResponseWriter
 			}
-			writeError(w, r, s.upstreamError(r, err))
+			handler(func(http.ResponseWriter, *http.Request) error {
+				return s.upstreamError(r, err)
+			}).ServeHTTP(w, r)
 		},
 	}
 }
 
-// upstreamError maps a failed round trip on purpose: timeout 504, client gone is
-// not an error, refused or broken 502.
+// upstreamError maps a failed round trip to Stream's delivery: the meter's
+// refusals first, then upstreamFailure.
 func (s *Server) upstreamError(r *http.Request, err error) error {
-	var se statusError
 	var qe *usage.QuotaError
 	var le ledgerError
-	var ne net.Error
 	switch {
 	case errors.As(err, &qe):
 		return s.quotaError(err)
 	case errors.As(err, &le):
-		return &Error{Status: http.StatusServiceUnavailable, Type: "ledger_unavailable", Detail: "usage could not be recorded; retry later", Cause: err}
-	case errors.As(err, &se) && se.status == http.StatusNotFound:
-		return &Error{Status: http.StatusNotFound, Type: "download_not_found", Detail: "Stream has no such download", Cause: err}
-	case errors.As(err, &se):
-		return &Error{Status: http.StatusBadGateway, Type: "upstream_refused", Detail: "the video delivery service refused the request", Cause: err}
-	case r.Context().Err() != nil:
-		return &Error{Status: 499, Type: "client_gone", Detail: "client closed the request", Cause: err}
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return &Error{Status: http.StatusGatewayTimeout, Type: "upstream_timeout", Detail: "the video delivery service did not answer in time", Cause: err}
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return &Error{Status: http.StatusBadGateway, Type: "upstream_unavailable", Detail: "the video delivery service is unreachable", Cause: err}
+		return ledgerUnavailable("usage could not be recorded; retry later", err)
 	}
-	return &Error{Status: http.StatusBadGateway, Type: "upstream_failed", Detail: "the video delivery service failed", Cause: err}
+	return upstreamFailure(r.Context(), streamDelivery, err)
 }
 
 // trackedDial dials with d and tracks each connection (acked.Track), so that

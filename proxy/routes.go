@@ -7,12 +7,12 @@ import "net/http"
 // edge checks (downloadEdges, portalEdges).
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(pattern string, h http.HandlerFunc) {
-		mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, h handler) {
+		mux.Handle(pattern, handler(func(w http.ResponseWriter, r *http.Request) error {
 			if ri := infoFrom(r.Context()); ri != nil {
 				ri.route = r.Pattern
 			}
-			h(w, r)
+			return h(w, r)
 		}))
 	}
 
@@ -28,8 +28,19 @@ func (s *Server) routes() http.Handler {
 	handle("GET /v1/me/usage", s.portalEdges(s.handleUsage))
 
 	// No route matched: a known path under another method is 405 with Allow.
-	handle("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, methodNotAllowed(mux, r))
+	handle("/", func(w http.ResponseWriter, r *http.Request) error {
+		return methodNotAllowed(mux, r)
 	})
 	return mux
+}
+
+// handler is a handler that returns its failure instead of writing it: the
+// adapter writes the problem body, once, so no handler can forget to return
+// after answering. A handler that has written a response returns nil.
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h(w, r); err != nil {
+		writeError(w, r, err)
+	}
 }
