@@ -132,11 +132,11 @@ func expand(s string, vars map[string]string) string {
 	return s
 }
 
-// TestDemo starts the demo in-process, reads its description and runs the curl
-// commands it prints, in Go, checking each answer.
-func TestDemo(t *testing.T) {
+// startDemo runs the demo in-process until t ends, and returns its description
+// and its stdout. The demo's log is shown when t fails.
+func startDemo(t *testing.T) (demoInfo, *syncBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	ready := make(chan demoInfo, 1)
 	done := make(chan error, 1)
@@ -148,11 +148,13 @@ func TestDemo(t *testing.T) {
 	select {
 	case info = <-ready:
 	case err := <-done:
-		t.Fatalf("demo stopped: %v", err)
+		cancel()
+		t.Fatalf("demo stopped: %v\n%s", err, stderr.String())
 	case <-time.After(30 * time.Second):
+		cancel()
 		t.Fatal("demo did not start")
 	}
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("demo returned %v", err)
@@ -160,8 +162,14 @@ func TestDemo(t *testing.T) {
 		if t.Failed() {
 			t.Logf("demo log:\n%s", stderr.String())
 		}
-	}()
+	})
+	return info, stdout
+}
 
+// TestDemo starts the demo in-process, reads its description and runs the curl
+// commands it prints, in Go, checking each answer.
+func TestDemo(t *testing.T) {
+	info, stdout := startDemo(t)
 	out := stdout.String()
 	first, help, _ := strings.Cut(out, "\n")
 	var line struct {
