@@ -1,7 +1,9 @@
 // Command streamgate is the download gateway for Cloudflare Stream: `serve` runs
 // it, `demo` runs it beside a Stream emulator with nothing to configure,
-// `emulator` runs the emulator alone, `config check` validates a configuration and
-// `usage report` reads the ledger.
+// `emulator` runs the emulator alone, `config check` validates a configuration,
+// `usage report` reads the ledger, and `downloads`, `keys` and `token` prepare
+// and check a Stream account by hand: enable downloads, manage signing keys and
+// mint a signed delivery URL.
 package main
 
 import (
@@ -49,7 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(e), demoCmd(e), emulatorCmd(e), configCmd(e), usageCmd(e))
+	root.AddCommand(serveCmd(e), demoCmd(e), emulatorCmd(e), configCmd(e), usageCmd(e),
+		downloadsCmd(e))
 	return root.ExecuteContext(ctx)
 }
 
