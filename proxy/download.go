@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -58,7 +59,7 @@ func (s *Server) handleLinkDownload(w http.ResponseWriter, r *http.Request) erro
 	if q := r.URL.Query(); q.Has("filename") && q.Get("filename") != g.Filename {
 		return badRequest("bad_filename", "the filename does not match the link")
 	}
-	if !g.AllowsIP(infoFrom(r.Context()).clientIP) {
+	if !g.AllowsIP(clientIP(r)) {
 		return forbidden("link_address", "this link is bound to another client address", nil)
 	}
 	return s.serveDownload(w, r, download{
@@ -127,7 +128,9 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	ri.user, ri.video = dl.id.UserID, dl.video
 	planName, plan := s.plan(dl.id.Plan)
 
-	if err := s.checkCountry(r, planName); err != nil {
+	ip := clientIP(r)
+	country, err := s.checkCountry(ctx, ip, planName)
+	if err != nil {
 		return err
 	}
 	if err := allow(w, plan.Downloads, dl.id.UserID, "downloads started"); err != nil {
@@ -146,6 +149,10 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 
 	var dv delivery
 	if r.Method != http.MethodHead {
+		rg, ok := billingRange(r.Header)
+		if !ok {
+			dropRange(r.Header)
+		}
 		d, err := s.Meter.Start(ctx, usage.StartRequest{
 			User:         dl.id.UserID,
 			Plan:         planName,
@@ -153,9 +160,9 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			Video:        dl.video,
 			Type:         dl.typ,
 			Duration:     info.Video.Duration,
-			Range:        billingRange(r),
-			Country:      ri.country,
-			ClientIP:     addrString(ri.clientIP),
+			Range:        rg,
+			Country:      country,
+			ClientIP:     addrString(ip),
 			RequestID:    ri.id,
 		})
 		if err != nil {
@@ -272,52 +279,53 @@ const (
 )
 
 // billingRange reads the request's single byte range for the meter:
-// billing.Whole when there is none. An unusable Range header is removed so
-// Stream serves, and the meter claims, the whole file.
-func billingRange(r *http.Request) billing.Range {
-	if len(r.Header.Values("Range")) > 1 {
+// billing.Whole when there is none. ok is false when the Range header cannot
+// be used as it stands (several ranges, another unit, a malformed or empty
+// range): the meter then claims the whole file, and the header must go
+// (dropRange), so that Stream serves the whole file too.
+func billingRange(h http.Header) (rg billing.Range, ok bool) {
+	if len(h.Values("Range")) > 1 {
 		// Several Range lines: Stream might read any of them; serve the file.
-		r.Header.Del("Range")
-		r.Header.Del("If-Range")
-		return billing.Whole
+		return billing.Whole, false
 	}
-	h := r.Header.Get("Range")
-	if h == "" {
-		return billing.Whole
+	v := h.Get("Range")
+	if v == "" {
+		return billing.Whole, true
 	}
-	spec, ok := strings.CutPrefix(h, "bytes=")
+	spec, ok := strings.CutPrefix(v, "bytes=")
 	if !ok || strings.Contains(spec, ",") {
-		r.Header.Del("Range")
-		r.Header.Del("If-Range")
-		return billing.Whole
+		return billing.Whole, false
 	}
 	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
 	if !ok {
-		r.Header.Del("Range")
-		return billing.Whole
+		return billing.Whole, false
 	}
 	if first == "" {
 		n, err := strconv.ParseInt(last, 10, 64)
 		if err != nil || n <= 0 {
-			r.Header.Del("Range")
-			return billing.Whole
+			return billing.Whole, false
 		}
-		return billing.Range{First: -1, Last: -1, Suffix: n}
+		return billing.Range{First: -1, Last: -1, Suffix: n}, true
 	}
 	a, err := strconv.ParseInt(first, 10, 64)
 	if err != nil || a < 0 {
-		r.Header.Del("Range")
-		return billing.Whole
+		return billing.Whole, false
 	}
 	if last == "" {
-		return billing.Range{First: a, Last: -1}
+		return billing.Range{First: a, Last: -1}, true
 	}
 	b, err := strconv.ParseInt(last, 10, 64)
 	if err != nil || b < a {
-		r.Header.Del("Range")
-		return billing.Whole
+		return billing.Whole, false
 	}
-	return billing.Range{First: a, Last: b}
+	return billing.Range{First: a, Last: b}, true
+}
+
+// dropRange removes a Range header billingRange found unusable, and the
+// If-Range that only means something beside it.
+func dropRange(h http.Header) {
+	h.Del("Range")
+	h.Del("If-Range")
 }
 
 // videoReady returns the video's details when the requested download can be
@@ -370,17 +378,18 @@ func usageBody(u usage.Usage) map[string]any {
 	}
 }
 
-// checkCountry looks the client's country up and applies the plan's rules.
-func (s *Server) checkCountry(r *http.Request, plan string) error {
-	ri := infoFrom(r.Context())
-	ri.country = s.GeoIP.Country(ri.clientIP)
+// checkCountry looks the client's country up and applies the plan's rules; the
+// country is returned even when refused. The request log is told it too.
+func (s *Server) checkCountry(ctx context.Context, ip netip.Addr, plan string) (string, error) {
+	country := s.GeoIP.Country(ip)
+	infoFrom(ctx).country = country
 	if s.Country == nil {
-		return nil
+		return country, nil
 	}
-	if d := s.Country.Check(plan, ri.country); !d.Allowed {
-		return forbidden("country_denied", "downloads are not available from your location", map[string]any{"reason": d.Reason})
+	if d := s.Country.Check(plan, country); !d.Allowed {
+		return country, forbidden("country_denied", "downloads are not available from your location", map[string]any{"reason": d.Reason})
 	}
-	return nil
+	return country, nil
 }
 
 // authenticate verifies the portal credential; a failure spends a token of the
@@ -409,7 +418,7 @@ func hasBearer(r *http.Request) bool {
 
 func (s *Server) authFailed(r *http.Request, cause error) error {
 	if s.IPLimit != nil {
-		ip := addrString(infoFrom(r.Context()).clientIP)
+		ip := addrString(clientIP(r))
 		if res := s.IPLimit.Allow(ip); !res.Allowed {
 			h := http.Header{}
 			res.SetHeaders(h)

@@ -42,7 +42,6 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	ri := infoFrom(r.Context())
 	// With the portal's cookie as the credential, the body must be JSON, which a
 	// plain cross-site form cannot send: with the Sec-Fetch-Site check in
 	// authenticate (for browsers that send it), this keeps other sites from making
@@ -70,7 +69,9 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 		req.Filename = name
 	}
 	planName, plan := s.plan(id.Plan)
-	if err := s.checkCountry(r, planName); err != nil {
+	ip := clientIP(r)
+	country, err := s.checkCountry(r.Context(), ip, planName)
+	if err != nil {
 		return err
 	}
 	if err := allow(w, plan.Links, id.UserID, "links created"); err != nil {
@@ -86,21 +87,21 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 	if s.cfg.LinkMode == "direct" {
 		// The link is made before it is billed, so a link that cannot be made
 		// costs nothing.
-		link, err = s.directLink(r, planName, uid, typ, req.Filename, exp)
+		link, err = s.directLink(country, ip, planName, uid, typ, req.Filename, exp)
 		if err == nil {
 			// Stream serves these bytes straight to the user, so the link is
 			// billed in full now; a link the quota cannot cover is not handed out.
 			_, err = s.Meter.Charge(r.Context(), usage.StartRequest{
 				User: id.UserID, Plan: planName, LimitMinutes: plan.MinutesPerMonth,
 				Video: uid, Type: typ, Duration: info.Video.Duration,
-				Country: ri.country, ClientIP: addrString(ri.clientIP), RequestID: ri.id,
+				Country: country, ClientIP: addrString(ip), RequestID: infoFrom(r.Context()).id,
 			})
 			if err != nil {
 				return s.quotaError(err)
 			}
 		}
 	} else {
-		link, err = s.proxyLink(r, id, planName, uid, typ, req.Filename, exp)
+		link, err = s.proxyLink(ip, id, planName, uid, typ, req.Filename, exp)
 	}
 	if err != nil {
 		return err
@@ -115,10 +116,10 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
+func (s *Server) proxyLink(ip netip.Addr, id auth.Identity, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
 	g := auth.Grant{User: id.UserID, Plan: plan, Video: uid, Type: typ, Filename: filename, ExpiresAt: exp}
 	if s.cfg.BindIP {
-		g.IP = infoFrom(r.Context()).clientIP
+		g.IP = ip
 	}
 	tok, err := s.Grants.Sign(g)
 	if err != nil {
@@ -134,9 +135,8 @@ func (s *Server) proxyLink(r *http.Request, id auth.Identity, plan, uid string, 
 
 // directLink signs a Stream URL whose rules pin the user's country (or address,
 // with bind_ip); see DirectRules.
-func (s *Server) directLink(r *http.Request, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
-	ri := infoFrom(r.Context())
-	rules := DirectRules(ri.country, ri.clientIP, s.cfg.BindIP, s.Country.Rules(plan))
+func (s *Server) directLink(country string, ip netip.Addr, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
+	rules := DirectRules(country, ip, s.cfg.BindIP, s.Country.Rules(plan))
 	now := s.now()
 	tok, err := s.Signer.Mint(stream.Claims{
 		Video: uid, NotBefore: now.Add(-nbfSkew), ExpiresAt: exp, Downloadable: true, AccessRules: rules,

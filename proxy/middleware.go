@@ -25,9 +25,14 @@ func (s *Server) middleware(h http.Handler) http.Handler {
 
 type ctxKey int
 
-const infoKey ctxKey = 0
+const (
+	infoKey ctxKey = iota
+	clientIPKey
+)
 
-// requestInfo is the per-request state the handlers fill in and the request log reads.
+// requestInfo is what the request log reports. Handlers write to it and never
+// read it back: a value a handler needs (client address, country) is passed as
+// a value.
 type requestInfo struct {
 	id       string
 	route    string
@@ -74,8 +79,10 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-ID", id)
 		ri := &requestInfo{id: id, path: redactPath(r.URL.Path)}
-		ri.clientIP = s.clientIP(r)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey, ri)))
+		ri.clientIP = s.ClientIP.FromRequest(r)
+		ctx := context.WithValue(r.Context(), infoKey, ri)
+		ctx = context.WithValue(ctx, clientIPKey, ri.clientIP)
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

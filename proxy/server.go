@@ -239,7 +239,12 @@ func setDefault(d *time.Duration, v time.Duration) {
 // ServeHTTP makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-func (s *Server) clientIP(r *http.Request) netip.Addr { return s.ClientIP.FromRequest(r) }
+// clientIP is the client's address as the request log's middleware read it on
+// arrival, before the edges strip the headers it may come from.
+func clientIP(r *http.Request) netip.Addr {
+	ip, _ := r.Context().Value(clientIPKey).(netip.Addr)
+	return ip
+}
 
 func (s *Server) plan(name string) (string, Plan) {
 	if p, ok := s.cfg.Plans[name]; ok && name != "" {
