@@ -423,3 +423,143 @@ func TestDemoBinary(t *testing.T) {
 		t.Errorf("no shutting down log line:\n%s", stderr.String())
 	}
 }
+
+// TestDemoPage checks the demo page's routes beside the gateway's: the page
+// and its files, the demo-only users and videos, problem bodies for what it
+// does not serve, and every other path still the gateway's.
+func TestDemoPage(t *testing.T) {
+	info, _ := startDemo(t)
+	c := clientFrom(t, ipLocal)
+	get := func(method, path, token string) response {
+		t.Helper()
+		return do(t, c, method, info.Gateway+path, token, nil)
+	}
+
+	t.Run("page", func(t *testing.T) {
+		r := get(http.MethodGet, "/", "")
+		if r.status != http.StatusOK || r.header.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Fatalf("GET /: status %d, Content-Type %q", r.status, r.header.Get("Content-Type"))
+		}
+		csp := r.header.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self'", "connect-src 'self'", "media-src 'self' " + info.Gateway} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+			}
+		}
+		if r.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("X-Content-Type-Options %q", r.header.Get("X-Content-Type-Options"))
+		}
+		for _, want := range []string{`<video id="player"`, "Demo only", `src="/demo/demo.js"`, `href="/demo/demo.css"`} {
+			if !bytes.Contains(r.body, []byte(want)) {
+				t.Errorf("the page lacks %q", want)
+			}
+		}
+		if h := get(http.MethodHead, "/", ""); h.status != http.StatusOK || len(h.body) != 0 {
+			t.Errorf("HEAD /: status %d, %d body bytes", h.status, len(h.body))
+		}
+	})
+
+	t.Run("files", func(t *testing.T) {
+		for path, ct := range map[string]string{"/demo/demo.js": "text/javascript; charset=utf-8", "/demo/demo.css": "text/css; charset=utf-8"} {
+			r := get(http.MethodGet, path, "")
+			if r.status != http.StatusOK || r.header.Get("Content-Type") != ct || len(r.body) == 0 {
+				t.Errorf("GET %s: status %d, Content-Type %q, %d bytes; want 200 and %s", path, r.status, r.header.Get("Content-Type"), len(r.body), ct)
+			}
+		}
+	})
+
+	t.Run("users", func(t *testing.T) {
+		r := get(http.MethodGet, "/demo/users", "")
+		if r.status != http.StatusOK || r.header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("GET /demo/users: status %d, Cache-Control %q; want 200, no-store", r.status, r.header.Get("Cache-Control"))
+		}
+		var body struct{ Users []demoUser }
+		if err := json.Unmarshal(r.body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if len(body.Users) != len(info.Users) {
+			t.Fatalf("%d users, want %d", len(body.Users), len(info.Users))
+		}
+		for i, u := range body.Users {
+			if u != info.Users[i] {
+				t.Errorf("user %d = %+v, want %+v", i, u, info.Users[i])
+			}
+			// The token is the user's credential on the gateway's own routes.
+			if got := getUsage(t, c, info.Gateway, u.Token); got.Plan != u.Plan || got.MinutesLimit != u.MinutesPerMonth {
+				t.Errorf("usage with %s's token = %+v, want plan %s and %v minutes", u.ID, got, u.Plan, u.MinutesPerMonth)
+			}
+		}
+	})
+
+	t.Run("videos", func(t *testing.T) {
+		r := get(http.MethodGet, "/demo/videos", "")
+		var body struct{ Videos []demoPageVideo }
+		if err := json.Unmarshal(r.body, &body); err != nil || r.status != http.StatusOK {
+			t.Fatalf("GET /demo/videos: status %d: %v: %s", r.status, err, r.body)
+		}
+		if len(body.Videos) != len(info.Videos) {
+			t.Fatalf("%d videos, want %d", len(body.Videos), len(info.Videos))
+		}
+		for i, v := range body.Videos {
+			want := info.Videos[i]
+			if v.UID != want.UID || v.Name != want.Name || v.Duration != want.Duration || v.Private != want.Private || !stream.ValidFilename(v.Filename) {
+				t.Errorf("video %d = %+v, want %+v with a valid filename", i, v, want)
+			}
+		}
+	})
+
+	problems := []struct {
+		name, method, path string
+		status             int
+		typ, allow         string
+	}{
+		{"page by POST", http.MethodPost, "/", http.StatusMethodNotAllowed, "method_not_allowed", "GET, HEAD"},
+		{"users by DELETE", http.MethodDelete, "/demo/users", http.StatusMethodNotAllowed, "method_not_allowed", "GET, HEAD"},
+		{"unknown demo file", http.MethodGet, "/demo/nope", http.StatusNotFound, "not_found", ""},
+		{"demo directory", http.MethodGet, "/demo/", http.StatusNotFound, "not_found", ""},
+		// Outside / and /demo/ the gateway answers, with its request ID.
+		{"gateway's own 404", http.MethodGet, "/nope", http.StatusNotFound, "not_found", ""},
+	}
+	for _, tc := range problems {
+		t.Run(tc.name, func(t *testing.T) {
+			r := get(tc.method, tc.path, "")
+			if r.status != tc.status || r.header.Get("Content-Type") != "application/problem+json" || r.header.Get("Allow") != tc.allow {
+				t.Fatalf("%s %s: status %d, Content-Type %q, Allow %q; want %d, a problem body, Allow %q",
+					tc.method, tc.path, r.status, r.header.Get("Content-Type"), r.header.Get("Allow"), tc.status, tc.allow)
+			}
+			p := r.json(t)
+			if p["type"] != "urn:streamgate:problem:"+tc.typ || p["status"] != float64(tc.status) {
+				t.Errorf("problem %v, want type %s", p, tc.typ)
+			}
+		})
+	}
+	if r := get(http.MethodGet, "/nope", ""); r.header.Get("X-Request-Id") == "" {
+		t.Errorf("GET /nope has no X-Request-Id: the gateway did not answer it")
+	}
+	if r := get(http.MethodGet, "/healthz", ""); r.status != http.StatusOK {
+		t.Errorf("GET /healthz: status %d", r.status)
+	}
+}
+
+func TestDemoFilename(t *testing.T) {
+	long := strings.Repeat("a", 130)
+	tests := []struct{ name, in, want string }{
+		{"plain", "Welcome", "Welcome"},
+		{"spaces", "Members-only lecture", "Members-only-lecture"},
+		{"dots and accents", "Café v1.2", "Caf--v1-2"},
+		{"edges trimmed", " (intro) ", "intro"},
+		{"nothing left", "...", "video"},
+		{"too long", long, long[:120]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := demoFilename(tc.in)
+			if got != tc.want {
+				t.Errorf("demoFilename(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			if !stream.ValidFilename(got) {
+				t.Errorf("demoFilename(%q) = %q, which Stream refuses", tc.in, got)
+			}
+		})
+	}
+}
