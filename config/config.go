@@ -372,35 +372,6 @@ func DefaultPlanSettings() Plan {
 	}
 }
 
-// CountryRules returns the country rules in force for a plan (resolved as Plan
-// does): the plan's own allow and block lists when it overrides them, else the
-// global ones, with UnknownCountry always filled in.
-func (c *Config) CountryRules(plan string) CountryRules {
-	r := CountryRules{
-		Allow:          c.Policy.Countries.Allow,
-		Block:          c.Policy.Countries.Block,
-		UnknownCountry: c.Policy.UnknownCountry,
-	}
-	_, p := c.Plan(plan)
-	if p.Countries == nil {
-		return r
-	}
-	r.Allow, r.Block = p.Countries.Allow, p.Countries.Block
-	if p.Countries.UnknownCountry != "" {
-		r.UnknownCountry = p.Countries.UnknownCountry
-	}
-	return r
-}
-
-// Plan returns the plan called name, or the default plan when there is none by
-// that name (including name ""), with the name it was found under.
-func (c *Config) Plan(name string) (string, Plan) {
-	if p, ok := c.Plans[name]; ok {
-		return name, p
-	}
-	return c.DefaultPlan, c.Plans[c.DefaultPlan]
-}
-
 // Notes are what an operator should know about a valid configuration that its
 // keys do not say by themselves: where the concurrency cap holds, and what
 // guards the portal's cookie. `streamgate config check` prints them.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamgate/streamgate/policy"
 	"github.com/streamgate/streamgate/stream"
 )
 
@@ -330,7 +331,7 @@ func TestValidateCountryRulesNeedGeoIP(t *testing.T) {
 	}
 }
 
-func TestCountryRulesAndPlan(t *testing.T) {
+func TestCountryRules(t *testing.T) {
 	geo := writeFile(t, "geo.mmdb", []byte("x"))
 	c, err := Parse([]byte(minimalYAML+`
 policy:
@@ -347,27 +348,25 @@ plans:
 	}
 	tests := []struct {
 		plan string
-		want CountryRules
+		want policy.CountryRules
 	}{
-		{"free", CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
-		{"", CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
-		{"nope", CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
-		{"pro", CountryRules{Allow: []string{"FR", "DE"}, UnknownCountry: "deny"}},
-		{"eu", CountryRules{Allow: []string{"FR"}, UnknownCountry: "allow"}},
+		{"free", policy.CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
+		{"", policy.CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
+		{"nope", policy.CountryRules{Block: []string{"RU"}, UnknownCountry: "deny"}},
+		{"pro", policy.CountryRules{Allow: []string{"FR", "DE"}, UnknownCountry: "deny"}},
+		{"eu", policy.CountryRules{Allow: []string{"FR"}, UnknownCountry: "allow"}},
+	}
+	countries, err := policy.NewCountryPolicy(c.CountryRules())
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.plan, func(t *testing.T) {
-			got := c.CountryRules(tt.plan)
+			got := countries.Rules(tt.plan)
 			if !slices.Equal(got.Allow, tt.want.Allow) || !slices.Equal(got.Block, tt.want.Block) || got.UnknownCountry != tt.want.UnknownCountry {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
-	}
-	if name, p := c.Plan("nope"); name != "free" || p.MinutesPerMonth != 600 {
-		t.Errorf("Plan(nope) = %q %+v, want the default plan free", name, p)
-	}
-	if name, _ := c.Plan("pro"); name != "pro" {
-		t.Errorf("Plan(pro) = %q", name)
 	}
 }
 

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -350,32 +349,6 @@ func (s *Server) videoReady(ctx context.Context, uid string, typ stream.Download
 			map[string]any{"download_status": d.Status, "percentComplete": d.PercentComplete})
 	}
 	return info, nil
-}
-
-func (s *Server) quotaError(err error) error {
-	var qe *usage.QuotaError
-	if errors.As(err, &qe) {
-		u := qe.Usage
-		body := usageBody(u)
-		body["minutes_needed"] = qe.Requested
-		return forbidden("quota_exceeded",
-			fmt.Sprintf("this download needs %.2f minutes and %.2f of the monthly quota remain", qe.Requested, u.MinutesRemaining),
-			body)
-	}
-	return ledgerUnavailable("usage could not be recorded; retry later", err)
-}
-
-func usageBody(u usage.Usage) map[string]any {
-	return map[string]any{
-		"period":            u.Period,
-		"plan":              u.Plan,
-		"minutes_limit":     u.MinutesLimit,
-		"minutes_used":      u.MinutesUsed,
-		"minutes_reserved":  u.MinutesReserved,
-		"minutes_remaining": u.MinutesRemaining,
-		"stream_minutes":    u.StreamMinutes,
-		"deliveries_open":   u.DeliveriesOpen,
-	}
 }
 
 // checkCountry looks the client's country up and applies the plan's rules; the

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,10 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/policy"
@@ -209,106 +205,4 @@ func decodeJSON(r *http.Request, v any) error {
 		return badRequest("bad_body", "the body must hold one JSON object")
 	}
 	return nil
-}
-
-type downloadState struct {
-	Status          string  `json:"status"`
-	PercentComplete float64 `json:"percentComplete"`
-	URL             string  `json:"url,omitempty"`
-}
-
-// handleListDownloads serves GET /v1/videos/{uid}/downloads.
-func (s *Server) handleListDownloads(w http.ResponseWriter, r *http.Request) error {
-	id, uid, err := s.videoCaller(r)
-	if err != nil {
-		return err
-	}
-	// Each unknown video costs a Stream API call, and the API's limit is the
-	// account's: listing spends the plan's links bucket.
-	_, plan := s.plan(id.Plan)
-	if err := allow(w, plan.Links, id.UserID, "requests"); err != nil {
-		return err
-	}
-	info, err := s.videos.get(r.Context(), uid)
-	if err != nil {
-		return upstreamFailure(r.Context(), streamAPI, err)
-	}
-	out := map[string]downloadState{}
-	for typ, d := range info.Downloads {
-		st := downloadState{Status: d.Status, PercentComplete: d.PercentComplete}
-		if d.Status == "ready" {
-			u := *s.public
-			u.Path = u.Path + "/v1/videos/" + uid + "/downloads/" + typ.File()
-			st.URL = u.String()
-		}
-		out[string(typ)] = st
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"video":     uid,
-		"duration":  info.Video.Duration,
-		"ready":     info.Video.ReadyToStream,
-		"downloads": out,
-	})
-	return nil
-}
-
-// handleUsage serves GET /v1/me/usage.
-func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) error {
-	id, err := s.authenticate(r)
-	if err != nil {
-		return err
-	}
-	name, plan := s.plan(id.Plan)
-	u, err := s.Meter.Usage(r.Context(), id.UserID, name, plan.MinutesPerMonth)
-	if err != nil {
-		return ledgerUnavailable("usage could not be read; retry later", err)
-	}
-	writeJSON(w, http.StatusOK, usageBody(u))
-	return nil
-}
-
-func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
-}
-
-// readinessTTL is how long a readiness answer is reused: the Stream API limits
-// requests per token, and a load balancer may probe every second.
-const readinessTTL = 5 * time.Second
-
-type readiness struct {
-	mu     sync.Mutex
-	at     time.Time
-	status int
-	checks map[string]string
-}
-
-// handleReadyz checks that the Stream API and the ledger answer.
-func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
-	s.ready.mu.Lock()
-	defer s.ready.mu.Unlock()
-	if now := time.Now(); s.ready.checks == nil || now.Sub(s.ready.at) >= readinessTTL {
-		s.ready.status, s.ready.checks = s.runChecks(r.Context())
-		s.ready.at = now
-	}
-	writeJSON(w, s.ready.status, map[string]any{"status": http.StatusText(s.ready.status), "checks": s.ready.checks})
-	return nil
-}
-
-func (s *Server) runChecks(ctx context.Context) (int, map[string]string) {
-	// The answer is cached for every prober: a prober that hangs up must not
-	// make it a failure.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	checks := map[string]string{"config": "ok"}
-	status := http.StatusOK
-	for name, check := range s.Checks {
-		checks[name] = "ok"
-		if err := check(ctx); err != nil {
-			checks[name] = "unavailable"
-			status = http.StatusServiceUnavailable
-			s.log.Warn("not ready", zap.String("check", name), errField(err))
-		}
-	}
-	return status, checks
 }

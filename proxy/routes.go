@@ -16,15 +16,18 @@ func (s *Server) routes() http.Handler {
 		}))
 	}
 
+	// health.go
 	handle("GET /healthz", s.handleHealthz)
 	handle("GET /readyz", s.handleReadyz)
 
+	// list.go, links.go
 	handle("GET /v1/videos/{uid}/downloads", s.portalEdges(s.handleListDownloads))
 	handle("POST /v1/videos/{uid}/links", s.portalEdges(s.handleCreateLink))
-	// GET patterns match HEAD too.
+	// download.go; GET patterns match HEAD too.
 	handle("GET /v1/videos/{uid}/downloads/{file}", s.downloadEdges(true, s.handleAuthDownload))
 	handle("GET /dl/{grant}/{file}", s.downloadEdges(false, s.handleLinkDownload))
 
+	// usage.go
 	handle("GET /v1/me/usage", s.portalEdges(s.handleUsage))
 
 	// No route matched: a known path under another method is 405 with Allow.

@@ -75,8 +75,9 @@ type Plan struct {
 	MaxConcurrent int
 }
 
-// Config is what the handlers need to know. Zero durations take the defaults
-// shown.
+// Config is what the handlers need to know, as config validated it. The
+// defaults shown are config.Default's where config has the key; New still
+// fills a zero duration in, for callers that build a Config by hand.
 type Config struct {
 	// PublicURL is the base of proxy-mode link URLs.
 	PublicURL string
@@ -155,7 +156,9 @@ type Server struct {
 	origins map[string]bool
 }
 
-// New checks cfg and deps and builds the server.
+// New builds the server from cfg as config validated it (absolute URLs, a
+// known link mode, a default plan among the plans, http(s) portal origins);
+// it checks only that the components it cannot do without are there.
 func New(cfg Config, d Deps) (*Server, error) {
 	var problems []error
 	if d.Auth == nil {
@@ -173,35 +176,25 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Meter == nil {
 		problems = append(problems, errors.New("proxy: no meter"))
 	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
 	del, err := url.Parse(strings.TrimRight(cfg.DeliveryURL, "/"))
-	if err != nil || del.Scheme == "" || del.Host == "" {
-		problems = append(problems, fmt.Errorf("proxy: delivery URL %q is not absolute", cfg.DeliveryURL))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: delivery URL: %w", err)
 	}
 	pub, err := url.Parse(strings.TrimRight(cfg.PublicURL, "/"))
-	if err != nil || pub.Scheme == "" || pub.Host == "" {
-		problems = append(problems, fmt.Errorf("proxy: public URL %q is not absolute", cfg.PublicURL))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: public URL: %w", err)
 	}
-	switch cfg.LinkMode {
-	case "":
+	if cfg.LinkMode == "" {
 		cfg.LinkMode = "proxy"
-	case "proxy", "direct":
-	default:
-		problems = append(problems, fmt.Errorf("proxy: link mode %q: want proxy or direct", cfg.LinkMode))
 	}
 	origins := map[string]bool{}
 	for _, o := range append([]string{cfg.PublicURL}, cfg.PortalOrigins...) {
-		n, ok := normalizeOrigin(o)
-		if !ok {
-			problems = append(problems, fmt.Errorf("proxy: portal origin %q is not an absolute http(s) URL", o))
-			continue
+		if n, ok := normalizeOrigin(o); ok {
+			origins[n] = true
 		}
-		origins[n] = true
-	}
-	if _, ok := cfg.Plans[cfg.DefaultPlan]; !ok {
-		problems = append(problems, fmt.Errorf("proxy: default plan %q is not among the plans", cfg.DefaultPlan))
-	}
-	if len(problems) > 0 {
-		return nil, errors.Join(problems...)
 	}
 	setDefault(&cfg.TokenTTL, 5*time.Minute)
 	setDefault(&cfg.LinkTTL, 15*time.Minute)

@@ -306,16 +306,33 @@ func TestDirectRules(t *testing.T) {
 	}
 }
 
-func TestNewRefusesBadConfig(t *testing.T) {
+func TestNewRefusesMissingComponents(t *testing.T) {
 	t.Parallel()
-	_, err := New(Config{DeliveryURL: "not a url", PublicURL: "/relative", LinkMode: "sideways", DefaultPlan: "gold"}, Deps{})
+	_, err := New(Config{DeliveryURL: "https://delivery.example", PublicURL: "https://gw.example", DefaultPlan: "free"}, Deps{})
 	if err == nil {
-		t.Fatal("New accepted an empty configuration")
+		t.Fatal("New accepted no components")
 	}
-	for _, want := range []string{"authenticator", "grant issuer", "token signer", "stream API", "meter", "delivery URL", "public URL", "link mode", "default plan"} {
+	for _, want := range []string{"authenticator", "grant issuer", "token signer", "stream API", "meter"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
+	}
+}
+
+func TestPlanLookup(t *testing.T) {
+	t.Parallel()
+	s := &Server{cfg: Config{DefaultPlan: "free", Plans: map[string]Plan{
+		"free": {MinutesPerMonth: 600},
+		"pro":  {MinutesPerMonth: 6000},
+	}}}
+	if name, p := s.plan("nope"); name != "free" || p.MinutesPerMonth != 600 {
+		t.Errorf("plan(nope) = %q %+v, want the default plan free", name, p)
+	}
+	if name, _ := s.plan(""); name != "free" {
+		t.Errorf("plan(\"\") = %q, want the default plan free", name)
+	}
+	if name, _ := s.plan("pro"); name != "pro" {
+		t.Errorf("plan(pro) = %q", name)
 	}
 }
 

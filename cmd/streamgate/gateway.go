@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/time/rate"
 
 	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
@@ -71,6 +67,8 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
 }
 
+// newGateway wires the components cfg describes into a handler: Stream, the
+// portal's identities, the policy, the meter, then the routes over them.
 func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts gatewayOptions) (_ *gateway, err error) {
 	now := opts.Now
 	if now == nil {
@@ -90,110 +88,115 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if err != nil {
 		return nil, err
 	}
-	api, err := stream.NewClient(stream.ClientConfig{
-		AccountID: cfg.Stream.AccountID,
-		APIToken:  string(cfg.Stream.APIToken.Bytes()),
-		BaseURL:   cfg.Stream.APIURL,
-	})
+	api, err := stream.NewClient(cfg.StreamClient())
+	if err != nil {
+		return nil, err
+	}
+	verifier, grants, err := newIdentities(bg, cfg, log, now)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := g.newPolicy(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	meter, err := g.newMeter(ctx, bg, cfg, now)
 	if err != nil {
 		return nil, err
 	}
 
-	vc := auth.VerifierConfig{
-		Algorithms: cfg.Auth.Algorithms,
-		JWKSURL:    cfg.Auth.JWKSURL,
-		Issuer:     cfg.Auth.Issuer,
-		Audience:   cfg.Auth.Audience,
-		Leeway:     cfg.Auth.Leeway,
-		UserClaim:  cfg.Auth.UserClaim,
-		PlanClaim:  cfg.Auth.PlanClaim,
-		Cookie:     cfg.Auth.Cookie,
-		Now:        now,
-		OnJWKSError: func(err error) {
-			log.Warn("jwks refresh failed", zap.Error(err))
+	srv, err := proxy.New(proxy.Config{
+		PublicURL:     cfg.PublicURL,
+		DeliveryURL:   cfg.Stream.DeliveryURL,
+		TokenTTL:      cfg.Stream.TokenTTL,
+		EgressRules:   cfg.Stream.EgressRules,
+		LinkMode:      cfg.Links.Mode,
+		LinkTTL:       cfg.Links.TTL,
+		BindIP:        cfg.Links.BindIP,
+		VideoCacheTTL: cfg.Stream.VideoCacheTTL,
+		PortalOrigins: cfg.Auth.PortalOrigins,
+		DefaultPlan:   cfg.DefaultPlan,
+		Plans:         pol.plans,
+	}, proxy.Deps{
+		Auth:        verifier,
+		Grants:      grants,
+		Signer:      signer,
+		API:         api,
+		Meter:       meter,
+		ClientIP:    pol.clientIP,
+		GeoIP:       g.geoip,
+		Country:     pol.countries,
+		IPLimit:     pol.ipLimit,
+		Concurrency: g.conc,
+		Checks: map[string]proxy.Check{
+			"stream_api": api.Ping,
+			"ledger":     g.ledger.Ping,
 		},
+		Log: log,
+		Now: now,
+	})
+	if err != nil {
+		return nil, err
 	}
-	if len(cfg.Auth.HMACSecrets) > 0 {
-		vc.HMACSecrets = map[string][]byte{}
-		for _, s := range cfg.Auth.HMACSecrets {
-			vc.HMACSecrets[s.KID] = s.Secret.Bytes()
-		}
+	g.handler = srv
+	if opts.Wrap != nil {
+		g.handler = opts.Wrap(srv)
 	}
-	if cfg.Auth.PublicKeysFile != "" {
-		b, err := os.ReadFile(cfg.Auth.PublicKeysFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.public_keys_file: %w", err)
-		}
-		keys, err := auth.LoadPublicKeys(b)
-		if err != nil {
-			return nil, fmt.Errorf("auth.public_keys_file: %w", err)
-		}
-		// PEM carries no key IDs: the first key serves tokens without a kid, and
-		// every key answers to its position in the file ("0", "1", ...).
-		vc.PublicKeys = map[string]crypto.PublicKey{}
-		for i, k := range keys {
-			vc.PublicKeys[strconv.Itoa(i)] = k
-		}
-		if len(keys) > 0 {
-			vc.PublicKeys[""] = keys[0]
-		}
+	return g, nil
+}
+
+// newIdentities builds the portal token verifier and the link grant issuer.
+func newIdentities(bg context.Context, cfg *config.Config, log *zap.Logger, now func() time.Time) (*auth.Verifier, proxy.GrantIssuer, error) {
+	vc, err := cfg.Verifier()
+	if err != nil {
+		return nil, nil, err
+	}
+	vc.Now = now
+	vc.OnJWKSError = func(err error) {
+		log.Warn("jwks refresh failed", zap.Error(err))
 	}
 	verifier, err := auth.NewVerifier(bg, vc)
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-
-	var gks []auth.GrantKey
-	for _, k := range cfg.Links.GrantKeys {
-		gks = append(gks, auth.GrantKey{ID: k.ID, Secret: k.Secret.Bytes()})
+		return nil, nil, fmt.Errorf("auth: %w", err)
 	}
 	var grants *auth.Grants
-	if len(gks) > 0 {
+	if gks := cfg.GrantKeys(); len(gks) > 0 {
 		if grants, err = auth.NewGrants(gks, now); err != nil {
-			return nil, fmt.Errorf("links.grant_keys: %w", err)
+			return nil, nil, fmt.Errorf("links.grant_keys: %w", err)
 		}
 	}
+	return verifier, grantIssuer(grants), nil
+}
 
-	clientIP, err := policy.NewClientIP(cfg.Policy.TrustedProxies)
-	if err != nil {
-		return nil, fmt.Errorf("policy.trusted_proxies: %w", err)
+// gatewayPolicy is what the gateway's policy is made of.
+type gatewayPolicy struct {
+	clientIP  *policy.ClientIP
+	countries *policy.CountryPolicy
+	ipLimit   proxy.RateLimiter
+	plans     map[string]proxy.Plan
+}
+
+// newPolicy builds who may download from where and how often: the client
+// address and country, the rate limits and the concurrency cap, through Redis
+// when it is configured.
+func (g *gateway) newPolicy(ctx context.Context, cfg *config.Config) (gatewayPolicy, error) {
+	var pol gatewayPolicy
+	var err error
+	if pol.clientIP, err = policy.NewClientIP(cfg.Policy.TrustedProxies); err != nil {
+		return pol, fmt.Errorf("policy.trusted_proxies: %w", err)
 	}
 	if cfg.Policy.GeoIPDB != "" {
 		if g.geoip, err = policy.OpenGeoIP(cfg.Policy.GeoIPDB); err != nil {
-			return nil, fmt.Errorf("policy.geoip_db: %w", err)
+			return pol, fmt.Errorf("policy.geoip_db: %w", err)
 		}
 	}
-	perPlan := map[string]policy.CountryRules{}
-	for name := range cfg.Plans {
-		r := cfg.CountryRules(name)
-		perPlan[name] = policy.CountryRules{Allow: r.Allow, Block: r.Block, UnknownCountry: r.UnknownCountry}
-	}
-	countries, err := policy.NewCountryPolicy(policy.CountryRules{
-		Allow: cfg.Policy.Countries.Allow, Block: cfg.Policy.Countries.Block, UnknownCountry: cfg.Policy.UnknownCountry,
-	}, perPlan)
-	if err != nil {
-		return nil, fmt.Errorf("country rules: %w", err)
+	if pol.countries, err = policy.NewCountryPolicy(cfg.CountryRules()); err != nil {
+		return pol, fmt.Errorf("country rules: %w", err)
 	}
 	if cfg.Redis.Addr != "" {
-		redis.SetLogger(redisLog{log.Named("redis")})
-		g.redis = redis.NewClient(&redis.Options{
-			Addr:     cfg.Redis.Addr,
-			Password: string(cfg.Redis.Password.Bytes()),
-			DB:       cfg.Redis.DB,
-			// Without it the limiter's short deadline never reaches the socket
-			// and a slow Redis holds every request for the read timeout.
-			ContextTimeoutEnabled: true,
-			DialTimeout:           time.Second,
-			ReadTimeout:           500 * time.Millisecond,
-			WriteTimeout:          500 * time.Millisecond,
-		})
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := g.redis.Ping(pctx).Err(); err != nil {
-			// Limits fall back to this process until Redis answers.
-			log.Warn("redis unreachable at start; rate limits are per replica until it answers", zap.Error(err))
-		}
-		cancel()
+		g.redis = openRedis(ctx, cfg.Redis, g.log)
 	}
+	log := g.log
 	maxKeys := cfg.Policy.MaxLimiterKeys
 	newLimiter := func(l policy.Limit, prefix string) proxy.RateLimiter {
 		if g.redis == nil {
@@ -214,33 +217,58 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 				log.Warn("concurrency cap falling back to this replica", zap.Error(err))
 			}))
 	}
-	plans := map[string]proxy.Plan{}
+	pol.ipLimit = newLimiter(cfg.Policy.IPLimit.Limit("ip"), "")
+	pol.plans = map[string]proxy.Plan{}
 	for name, p := range cfg.Plans {
 		// Every plan names its buckets "links" and "downloads": the plan in the
 		// prefix keeps plans apart in Redis, as they are in memory.
-		plans[name] = proxy.Plan{
+		pol.plans[name] = proxy.Plan{
 			MinutesPerMonth: p.MinutesPerMonth,
-			Links:           newLimiter(limit(p.Links, "links"), "plan:"+name+":"),
-			Downloads:       newLimiter(limit(p.Downloads, "downloads"), "plan:"+name+":"),
+			Links:           newLimiter(p.Links.Limit("links"), "plan:"+name+":"),
+			Downloads:       newLimiter(p.Downloads.Limit("downloads"), "plan:"+name+":"),
 			MaxConcurrent:   p.MaxConcurrent,
 		}
 	}
+	return pol, nil
+}
 
+// openRedis connects to the Redis the limits and the concurrency cap share.
+// An unreachable Redis is not fatal: limits fall back to this process until
+// it answers.
+func openRedis(ctx context.Context, rc config.Redis, log *zap.Logger) *redis.Client {
+	redis.SetLogger(redisLog{log.Named("redis")})
+	c := redis.NewClient(&redis.Options{
+		Addr:     rc.Addr,
+		Password: string(rc.Password.Bytes()),
+		DB:       rc.DB,
+		// Without it the limiter's short deadline never reaches the socket
+		// and a slow Redis holds every request for the read timeout.
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+		ReadTimeout:           500 * time.Millisecond,
+		WriteTimeout:          500 * time.Millisecond,
+	})
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		log.Warn("redis unreachable at start; rate limits are per replica until it answers", zap.Error(err))
+	}
+	return c
+}
+
+// newMeter opens the ledger, settles what the last run left open and starts
+// the reaper on bg.
+func (g *gateway) newMeter(ctx, bg context.Context, cfg *config.Config, now func() time.Time) (*usage.Meter, error) {
+	var err error
 	if g.ledger, err = openLedger(ctx, cfg); err != nil {
 		return nil, err
 	}
-	mode, err := usage.ParseMode(cfg.Metering.Mode)
+	mc, err := cfg.Meter()
 	if err != nil {
-		return nil, fmt.Errorf("metering.mode: %w", err)
+		return nil, err
 	}
-	meter := usage.NewMeter(g.ledger, usage.MeterConfig{
-		Mode:            mode,
-		ResumeWindow:    cfg.Metering.ResumeWindow,
-		CopiesPerCharge: int64(cfg.Metering.CopiesPerCharge),
-		CheckpointEvery: cfg.Metering.CheckpointEvery,
-		Now:             now,
-		Logger:          log,
-	})
+	mc.Now, mc.Logger = now, g.log
+	meter := usage.NewMeter(g.ledger, mc)
 	// Whatever was open when the last process stopped is settled from its last
 	// checkpoint before anything new is reserved.
 	recovered, err := meter.Recover(ctx)
@@ -248,7 +276,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		return nil, fmt.Errorf("ledger recovery: %w", err)
 	}
 	if len(recovered) > 0 {
-		log.Info("settled deliveries left open by the previous run", zap.Int("deliveries", len(recovered)))
+		g.log.Info("settled deliveries left open by the previous run", zap.Int("deliveries", len(recovered)))
 	}
 	// The reaper settles again what failed to settle; on a shared ledger it also
 	// settles what replicas that died left open and keeps this replica's stalled
@@ -258,49 +286,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		defer close(g.reaped)
 		meter.RunReaper(bg, 0)
 	}()
-
-	srv, err := proxy.New(proxy.Config{
-		PublicURL:     cfg.PublicURL,
-		DeliveryURL:   cfg.Stream.DeliveryURL,
-		TokenTTL:      cfg.Stream.TokenTTL,
-		EgressRules:   cfg.Stream.EgressRules,
-		LinkMode:      cfg.Links.Mode,
-		LinkTTL:       cfg.Links.TTL,
-		BindIP:        cfg.Links.BindIP,
-		VideoCacheTTL: cfg.Stream.VideoCacheTTL,
-		PortalOrigins: cfg.Auth.PortalOrigins,
-		DefaultPlan:   cfg.DefaultPlan,
-		Plans:         plans,
-	}, proxy.Deps{
-		Auth:        verifier,
-		Grants:      grantIssuer(grants),
-		Signer:      signer,
-		API:         api,
-		Meter:       meter,
-		ClientIP:    clientIP,
-		GeoIP:       g.geoip,
-		Country:     countries,
-		IPLimit:     newLimiter(limit(cfg.Policy.IPLimit, "ip"), ""),
-		Concurrency: g.conc,
-		Checks: map[string]proxy.Check{
-			"stream_api": api.Ping,
-			"ledger":     g.ledger.Ping,
-		},
-		Log: log,
-		Now: now,
-	})
-	if err != nil {
-		return nil, err
-	}
-	g.handler = srv
-	if opts.Wrap != nil {
-		g.handler = opts.Wrap(srv)
-	}
-	return g, nil
-}
-
-func limit(r config.Rate, name string) policy.Limit {
-	return policy.Limit{Rate: rate.Limit(r.PerSecond()), Burst: r.Burst, Name: name}
+	return meter, nil
 }
 
 // Serve listens on cfg.Listen (or ln) until ctx ends, then shuts down within the
