@@ -24,7 +24,7 @@ import (
 const postgresEnv = "STREAMGATE_TEST_POSTGRES"
 
 // postgresURL returns the database postgresEnv names, skipping t when it is unset.
-func postgresURL(t *testing.T) string {
+func postgresURL(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv(postgresEnv)
 	if base == "" {
@@ -37,7 +37,7 @@ func postgresURL(t *testing.T) string {
 // freshSchema creates a schema of its own for t in the database postgresEnv names,
 // drops it when t ends, and returns a DSN whose connections use it. It skips t
 // when the variable is unset.
-func freshSchema(t *testing.T) string {
+func freshSchema(t testing.TB) string {
 	t.Helper()
 	base := postgresURL(t)
 	ctx := context.Background()
@@ -66,7 +66,7 @@ func freshSchema(t *testing.T) string {
 }
 
 // withSearchPath adds search_path=schema to dsn, a URL or a key=value string.
-func withSearchPath(t *testing.T, dsn, schema string) string {
+func withSearchPath(t testing.TB, dsn, schema string) string {
 	t.Helper()
 	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
 		return dsn + " search_path=" + schema
@@ -262,4 +262,28 @@ func TestPostgresMeterReaper(t *testing.T) {
 		t.Fatalf("A's own delivery: Finish = %+v, %v; want complete, a tenth, 1 minute", st, err)
 	}
 	a.wantUsage(t, 1, 0)
+}
+
+// BenchmarkPostgresDeliveries is whole deliveries through a PostgreSQL
+// ledger, as BenchmarkSQLiteDeliveries.
+func BenchmarkPostgresDeliveries(b *testing.B) {
+	l, err := usage.OpenPostgres(context.Background(), freshSchema(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.SetParallelism(8)
+	ledgertest.Bench(b, l)
+}
+
+// TestPostgresGroupCommit is TestSQLiteGroupCommit on PostgreSQL, where a
+// failed statement aborts the transaction until it rolls back to a savepoint.
+func TestPostgresGroupCommit(t *testing.T) {
+	l := openPostgres(t, freshSchema(t))
+	ledgertest.FailuresAreTheirOwn(t, l)
+	commits, writes := l.Commits()
+	if commits == 0 || writes <= commits {
+		t.Fatalf("%d writes in %d commits: no group held two writes", writes, commits)
+	}
+	t.Logf("%d writes in %d commits", writes, commits)
 }

@@ -72,3 +72,27 @@ func TestOpenSQLite(t *testing.T) {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+// BenchmarkSQLiteDeliveries is whole deliveries through a ledger file, from
+// one goroutine (-cpu 1) or 16 (-cpu 2, SetParallelism 8).
+func BenchmarkSQLiteDeliveries(b *testing.B) {
+	l, err := usage.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "ledger.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.SetParallelism(8)
+	ledgertest.Bench(b, l)
+}
+
+// TestSQLiteGroupCommit checks that concurrent writes share transactions, and
+// that failing writes among them cost the others nothing.
+func TestSQLiteGroupCommit(t *testing.T) {
+	l := openFile(t, filepath.Join(t.TempDir(), "ledger.db"))
+	ledgertest.FailuresAreTheirOwn(t, l)
+	commits, writes := l.Commits()
+	if commits == 0 || writes <= commits {
+		t.Fatalf("%d writes in %d commits: no group held two writes", writes, commits)
+	}
+	t.Logf("%d writes in %d commits", writes, commits)
+}

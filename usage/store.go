@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,10 +26,14 @@ import (
 type store struct {
 	db *sql.DB
 	pg bool
-	// writes queues SQLite's writers in Go: SQLite admits one at a time, and a
-	// writer that finds the lock taken sleeps in its busy handler instead of
-	// waking when the lock is free (docs/benchmarks.md).
-	writes sync.Mutex
+	// group queues writers in Go and commits them together (inTx). SQLite
+	// admits one writer at a time, and a writer that finds the lock taken
+	// sleeps in its busy handler instead of waking when the lock is free
+	// (docs/benchmarks.md).
+	group group
+	// prepared holds SQLite's statements, prepared once (tx.stmt).
+	prepared sync.Map // query → *sql.Stmt
+	seen     sync.Map // query → true: used, not prepared yet
 	// stale is, on a shared ledger, how long an open row may go unwritten before
 	// Recover takes its process for gone; 0 when one process owns the ledger.
 	stale   time.Duration
@@ -57,28 +62,281 @@ func (s *store) q(query string) string {
 	return b.String()
 }
 
-// tx is one ledger transaction.
+// tx is one ledger transaction, or one caller's part of a group commit.
 type tx struct {
 	tx  *sql.Tx
 	s   *store
 	ctx context.Context
 }
 
-func (t tx) exec(query string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, t.s.q(query), args...)
-}
-
-func (t tx) row(query string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(t.ctx, t.s.q(query), args...)
-}
-
-// inTx runs fn in a transaction and commits it. On PostgreSQL a deadlock or
-// serialization failure runs it again, a few times.
-func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
-	if !s.pg {
-		s.writes.Lock()
-		defer s.writes.Unlock()
+// stmt is query prepared on the transaction's connection. SQLite would
+// otherwise parse every statement again on every call (the parser was a fifth
+// of a small download's CPU); pgx keeps its own cache of prepared statements.
+// A query seen for the first time is prepared for this transaction only, and
+// for good between groups (prepareSeen): the transaction may hold the only
+// connection.
+func (t tx) stmt(query string) (*sql.Stmt, error) {
+	if t.s.pg {
+		return nil, nil
 	}
+	if v, ok := t.s.prepared.Load(query); ok {
+		return t.tx.StmtContext(t.ctx, v.(*sql.Stmt)), nil
+	}
+	t.s.seen.Store(query, true)
+	return t.tx.PrepareContext(t.ctx, query)
+}
+
+// prepareSeen prepares, for good, the statements transactions used unprepared.
+func (s *store) prepareSeen() {
+	s.seen.Range(func(k, _ any) bool {
+		query := k.(string)
+		s.seen.Delete(query)
+		if _, ok := s.prepared.Load(query); ok {
+			return true
+		}
+		if ps, err := s.db.Prepare(query); err == nil {
+			s.prepared.Store(query, ps)
+		}
+		return true
+	})
+}
+
+func (t tx) exec(query string, args ...any) (sql.Result, error) {
+	ps, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	if ps == nil {
+		return t.tx.ExecContext(t.ctx, t.s.q(query), args...)
+	}
+	return ps.ExecContext(t.ctx, args...)
+}
+
+// scanner is what row returns: a *sql.Row, or the error preparing it.
+type scanner interface{ Scan(...any) error }
+
+type failedRow struct{ err error }
+
+func (r failedRow) Scan(...any) error { return r.err }
+
+func (t tx) row(query string, args ...any) scanner {
+	ps, err := t.stmt(query)
+	if err != nil {
+		return failedRow{err}
+	}
+	if ps == nil {
+		return t.tx.QueryRowContext(t.ctx, t.s.q(query), args...)
+	}
+	return ps.QueryRowContext(t.ctx, args...)
+}
+
+func (t tx) query(query string, args ...any) (*sql.Rows, error) {
+	ps, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	if ps == nil {
+		return t.tx.QueryContext(t.ctx, t.s.q(query), args...)
+	}
+	return ps.QueryContext(t.ctx, args...)
+}
+
+// Group commit. Each write is a function of a transaction; the writes that
+// arrive while a transaction is committing queue, and the next transaction
+// takes all of them (up to maxGroup), so that many reservations and
+// settlements share one BEGIN, one COMMIT and the pages they both touch. Each
+// caller returns once the commit that holds its write is done, so a write is
+// as durable when its caller hears of it as it was alone. Every write runs
+// inside a savepoint: one that fails is rolled back to it and its caller gets
+// its error, and the others commit as if it had never run, which is a valid
+// order of concurrent requests (it ran first and changed nothing).
+//
+// The caller whose write finds no transaction running leads: it runs
+// transactions until the queue is empty or hands the lead to the oldest
+// waiting caller, so no goroutine runs when the ledger is idle and no caller
+// leads for longer than its own transaction plus one more.
+//
+// One group runs at a time per process: SQLite has one writer anyway, and on
+// PostgreSQL two groups of one process would take the row locks of unrelated
+// downloads in opposite orders and deadlock each other.
+
+// maxGroup is the most writes one transaction takes.
+const maxGroup = 64
+
+// write is one caller's transaction function waiting for its group.
+type write struct {
+	ctx  context.Context
+	fn   func(t tx) error
+	done chan written
+}
+
+// written ends a caller's wait: its result, or the lead.
+type written struct {
+	err  error
+	lead bool
+}
+
+// group is the queue of writes waiting for the next transaction.
+type group struct {
+	mu      sync.Mutex
+	queue   []*write
+	leading bool
+	// commits and writes count transactions and the writes they held.
+	commits, writes atomic.Int64
+}
+
+// Commits reports how many transactions the ledger committed for its writes
+// since it opened, and how many writes they held: writes/commits is the
+// average group.
+func (s *store) Commits() (commits, writes int64) {
+	return s.group.commits.Load(), s.group.writes.Load()
+}
+
+// inTx runs fn in a transaction, alone or with other callers' writes, and
+// returns once that transaction committed (nil) or fn's own error.
+func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w := &write{ctx: ctx, fn: fn, done: make(chan written, 1)}
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, w)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		r := <-w.done
+		if !r.lead {
+			return r.err
+		}
+	}
+	s.lead()
+	return (<-w.done).err
+}
+
+// lead runs one group, then hands the lead on to the oldest waiting write's
+// caller, or gives it up when none waits.
+func (s *store) lead() {
+	g := &s.group
+	g.mu.Lock()
+	n := min(len(g.queue), maxGroup)
+	batch := g.queue[:n:n]
+	g.queue = g.queue[n:]
+	g.mu.Unlock()
+
+	s.commit(batch)
+	if !s.pg {
+		s.prepareSeen()
+	}
+
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.leading = false
+		g.queue = nil
+		g.mu.Unlock()
+		return
+	}
+	next := g.queue[0]
+	g.mu.Unlock()
+	next.done <- written{lead: true}
+}
+
+// commit runs batch's writes in one transaction and answers their callers.
+// When the transaction itself fails (BEGIN, a savepoint or COMMIT; a lost
+// connection, a deadlock with another replica), no write of it counts, and
+// each runs again alone, in a transaction of its own.
+func (s *store) commit(batch []*write) {
+	s.group.commits.Add(1)
+	s.group.writes.Add(int64(len(batch)))
+	if len(batch) == 1 {
+		w := batch[0]
+		w.done <- written{err: s.alone(w.ctx, w.fn)}
+		return
+	}
+	errs, err := s.together(batch)
+	for i, w := range batch {
+		if err != nil || errs[i] == errAlone {
+			errs[i] = s.alone(w.ctx, w.fn)
+		}
+		w.done <- written{err: errs[i]}
+	}
+}
+
+// errAlone marks a write that must run again in a transaction of its own.
+var errAlone = errors.New("run alone")
+
+// together runs batch in one transaction, each write in a savepoint, and
+// returns each write's error. An error of its own is the transaction's.
+func (s *store) together(batch []*write) ([]error, error) {
+	ctx, cancel := groupContext(batch)
+	defer cancel()
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	t := tx{tx: sqlTx, s: s, ctx: ctx}
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		if errs[i] = w.ctx.Err(); errs[i] != nil {
+			continue
+		}
+		if _, err := t.exec(`SAVEPOINT write`); err != nil {
+			_ = sqlTx.Rollback()
+			return nil, err
+		}
+		wctx := w.ctx
+		if !s.pg {
+			// An interrupted SQLite write rolls back the whole transaction:
+			// a caller that gives up waits for its group instead.
+			wctx = context.WithoutCancel(wctx)
+		}
+		if errs[i] = w.fn(tx{tx: sqlTx, s: s, ctx: wctx}); errs[i] != nil {
+			if retryable(errs[i]) {
+				errs[i] = errAlone
+			}
+			if _, err := t.exec(`ROLLBACK TO SAVEPOINT write`); err != nil {
+				_ = sqlTx.Rollback()
+				return nil, err
+			}
+		}
+		if _, err := t.exec(`RELEASE SAVEPOINT write`); err != nil {
+			_ = sqlTx.Rollback()
+			return nil, err
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// groupContext bounds a group's transaction by the latest deadline of its
+// writes (none if one has none), and is never cancelled by one caller alone.
+func groupContext(batch []*write) (context.Context, context.CancelFunc) {
+	var last time.Time
+	for _, w := range batch {
+		d, ok := w.ctx.Deadline()
+		if !ok {
+			return context.WithCancel(context.Background())
+		}
+		if d.After(last) {
+			last = d
+		}
+	}
+	return context.WithDeadline(context.Background(), last)
+}
+
+// retryable reports whether err is PostgreSQL's deadlock or serialization
+// failure, after which the same transaction may succeed when run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+// alone runs fn in a transaction of its own and commits it. On PostgreSQL a
+// deadlock or serialization failure runs it again, a few times.
+func (s *store) alone(ctx context.Context, fn func(t tx) error) error {
 	for attempt := 1; ; attempt++ {
 		sqlTx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
@@ -91,8 +349,7 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 		} else {
 			_ = sqlTx.Rollback()
 		}
-		var pe *pgconn.PgError
-		if !s.pg || attempt >= 4 || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+		if !s.pg || attempt >= 4 || !retryable(err) {
 			return err
 		}
 	}
@@ -160,8 +417,8 @@ type claimRow struct {
 
 // claims are the claims of download id's open deliveries.
 func (t tx) claims(id string) ([]claimRow, error) {
-	rows, err := t.tx.QueryContext(t.ctx, t.s.q(`SELECT id, claim_start, claim_end, acked
-		FROM deliveries WHERE download_id = ? AND settled_at IS NULL ORDER BY opened_at, id`), id)
+	rows, err := t.query(`SELECT id, claim_start, claim_end, acked
+		FROM deliveries WHERE download_id = ? AND settled_at IS NULL ORDER BY opened_at, id`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +488,7 @@ const usageQuery = `SELECT COALESCE(MAX(used_micro), 0), COALESCE(MAX(reserved_m
 		(SELECT COUNT(*) FROM deliveries WHERE user_id = ? AND period = ? AND settled_at IS NULL)
 	FROM quota_periods WHERE user_id = ? AND period = ?`
 
-func readUsage(r *sql.Row, period string) (Usage, error) {
+func readUsage(r scanner, period string) (Usage, error) {
 	var used, reserved, streamM, open int64
 	if err := r.Scan(&used, &reserved, &streamM, &open); err != nil {
 		return Usage{}, err

@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 		{"PerDownloadCopies", testCopies},
 		{"ProgressAndRecover", testRecover},
 		{"ConcurrentOpen", func(t *testing.T, l usage.Ledger) { OpenConcurrently(t, []usage.Ledger{l}) }},
+		{"FailuresAreTheirOwn", FailuresAreTheirOwn},
 		{"Charge", testCharge},
 		{"Report", testReport},
 		{"PeriodsAreSeparate", testPeriods},
@@ -594,4 +595,101 @@ func testUnknown(t *testing.T, l usage.Ledger) {
 	if _, err := l.Open(ctx(), Prop, bad); err == nil {
 		t.Error("Open with an unknown duration succeeded")
 	}
+}
+
+// FailuresAreTheirOwn runs, at once, writes that succeed beside writes that
+// fail in each way a write can: a statement the database refuses (a delivery
+// ID already taken), a quota refusal and a delivery that does not exist. A
+// ledger that commits concurrent writes together must neither fail nor lose
+// the good ones, nor keep any part of a failed one.
+func FailuresAreTheirOwn(t *testing.T, l usage.Ledger) {
+	taken := Request("bob", billing.Whole)
+	MustOpen(t, l, Prop, taken)
+	const n = 96
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		user := fmt.Sprintf("user-%d", i)
+		wg.Go(func() {
+			req := Request(user, billing.Whole)
+			switch i % 4 {
+			case 0: // the database refuses it, after it wrote a download and a reservation
+				req.ID = taken.ID
+				if _, err := l.Open(ctx(), Prop, req); err == nil {
+					errs <- fmt.Errorf("%s: Open with a taken delivery ID succeeded", user)
+				}
+			case 1: // over quota
+				req.Limit = 1
+				if _, err := l.Open(ctx(), Prop, req); !errors.Is(err, usage.ErrQuotaExceeded) {
+					errs <- fmt.Errorf("%s: Open over quota: %v, want a quota error", user, err)
+				}
+			case 2: // no such delivery
+				if _, err := l.Settle(ctx(), Prop, "missing-"+user, usage.Settlement{Outcome: usage.Complete}); !errors.Is(err, usage.ErrNotFound) {
+					errs <- fmt.Errorf("%s: Settle of a missing delivery: %v, want ErrNotFound", user, err)
+				}
+			default: // a whole download
+				if _, err := l.Open(ctx(), Prop, req); err != nil {
+					errs <- fmt.Errorf("%s: Open: %w", user, err)
+					return
+				}
+				if err := l.Respond(ctx(), Prop, req.ID, usage.Response{Size: Size, ETag: ETag,
+					Body: billing.Interval{Start: 0, End: Size}, At: T0}); err != nil {
+					errs <- fmt.Errorf("%s: Respond: %w", user, err)
+					return
+				}
+				if _, err := l.Settle(ctx(), Prop, req.ID, usage.Settlement{Outcome: usage.Complete,
+					Progress: usage.Progress{Acked: Size / 2, StreamBytes: Size / 2, At: T0}}); err != nil {
+					errs <- fmt.Errorf("%s: Settle: %w", user, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range n {
+		user := fmt.Sprintf("user-%d", i)
+		used := 0.0
+		if i%4 == 3 {
+			used = 5
+		}
+		WantUsage(t, l, user, Period, used, 0)
+		u, err := l.Usage(ctx(), user, Period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.DeliveriesOpen != 0 {
+			t.Errorf("%s: %d deliveries open, want 0", user, u.DeliveriesOpen)
+		}
+	}
+	WantUsage(t, l, "bob", Period, 0, 10)
+}
+
+// Bench measures whole deliveries (Open, Respond, Settle) of one small file
+// through l, each by its own user, from b.RunParallel's goroutines.
+func Bench(b *testing.B, l usage.Ledger) {
+	b.ReportAllocs()
+	var users atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := Request(fmt.Sprintf("bench-%d", users.Add(1)), billing.Whole)
+			req.Size = 64 << 10
+			if _, err := l.Open(ctx(), Prop, req); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := l.Respond(ctx(), Prop, req.ID, usage.Response{Size: req.Size, ETag: ETag,
+				Body: billing.Interval{Start: 0, End: req.Size}, At: T0}); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := l.Settle(ctx(), Prop, req.ID, usage.Settlement{Outcome: usage.Complete,
+				Progress: usage.Progress{Acked: req.Size, StreamBytes: req.Size, At: T0}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
