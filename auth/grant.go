@@ -278,14 +278,5 @@ func validKeyID(s string) bool { return urlSafe(s, maxKeyIDLen) }
 
 // urlSafe reports whether s is 1 to max characters of the base64url alphabet.
 func urlSafe(s string, max int) bool {
-	if s == "" || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return s != "" && len(s) <= max && stream.URLSafe(s)
 }

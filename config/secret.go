@@ -2,12 +2,12 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/streamgate/streamgate/stream"
 )
 
 const redacted = "[redacted]"
@@ -35,10 +35,10 @@ func (s Secret) Bytes() []byte { return s.resolved }
 // IsSet reports whether any of value, env or file is given.
 func (s Secret) IsSet() bool { return s.Value != "" || s.Env != "" || s.File != "" }
 
-// resolve reads the secret with stream.LoadSecret. A file's trailing line breaks
+// resolve reads the secret with LoadSecret. A file's trailing line breaks
 // are dropped, as editors and `echo` add them and they are never meant.
 func (s *Secret) resolve(getenv func(string) string) error {
-	b, err := stream.LoadSecret(s.Value, s.Env, s.File, getenv)
+	b, err := LoadSecret(s.Value, s.Env, s.File, getenv)
 	if err != nil {
 		return err
 	}
@@ -125,3 +125,34 @@ var (
 	_ slog.LogValuer = Secret{}
 	_ yaml.Marshaler = Secret{}
 )
+
+// LoadSecret returns the secret given by exactly one of value, env (an environment
+// variable name) or file (a path).
+func LoadSecret(value, env, file string, getenv func(string) string) ([]byte, error) {
+	n := 0
+	for _, s := range []string{value, env, file} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return nil, errors.New("no value, env or file given")
+	case n > 1:
+		return nil, errors.New("give only one of value, env or file")
+	case value != "":
+		return []byte(value), nil
+	case env != "":
+		v := getenv(env)
+		if v == "" {
+			return nil, fmt.Errorf("environment variable %s is empty or unset", env)
+		}
+		return []byte(v), nil
+	default:
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+}

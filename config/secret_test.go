@@ -2,13 +2,22 @@ package config
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 func TestSecretResolve(t *testing.T) {
@@ -114,4 +123,57 @@ func TestSecretNeverPrints(t *testing.T) {
 	if j, _ := json.Marshal(s); string(j) != `"[redacted]"` {
 		t.Errorf("json: got %s", j)
 	}
+}
+
+// TestLoadSecretSigner loads a Stream signing key every way a secret can be given.
+func TestLoadSecretSigner(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs1 := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	file := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(file, pkcs1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KEY": base64.StdEncoding.EncodeToString(pkcs1)}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct {
+		name             string
+		value, env, file string
+		wantErr          bool
+	}{
+		{name: "value", value: string(pkcs1)},
+		{name: "env", env: "KEY"},
+		{name: "file", file: file},
+		{name: "none", wantErr: true},
+		{name: "two", value: string(pkcs1), env: "KEY", wantErr: true},
+		{name: "unset env", env: "MISSING", wantErr: true},
+		{name: "missing file", file: file + ".nope", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := loadSigner("kid1", tc.value, tc.env, tc.file, getenv)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.KeyID() != "kid1" || !s.PublicKey().Equal(&k.PublicKey) {
+				t.Fatal("signer does not carry the key")
+			}
+		})
+	}
+}
+
+// loadSigner reads a signing key as a Secret does and builds its signer.
+func loadSigner(keyID, value, env, file string, getenv func(string) string) (*stream.Signer, error) {
+	b, err := LoadSecret(value, env, file, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return stream.NewSigner(keyID, b)
 }

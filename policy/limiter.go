@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 // DefaultMaxKeys is how many keys a Limiter tracks when NewLimiter is given
@@ -62,9 +64,7 @@ func validPolicyName(s string) bool {
 		return false
 	}
 	for _, c := range []byte(s) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '-' || c == '_' || c == '.' || c == ':'
-		if !ok {
+		if !stream.URLSafeByte(c) && c != '.' && c != ':' {
 			return false
 		}
 	}

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 // The middleware order, outermost first: request ID → log → recover → request
@@ -59,16 +61,7 @@ func newRequestID() string {
 // validRequestID accepts a caller's X-Request-ID only when it is short and plain, so
 // nothing odd reaches the logs.
 func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return len(s) > 0 && len(s) <= 64 && stream.URLSafe(s)
 }
 
 func (s *Server) requestID(next http.Handler) http.Handler {
@@ -215,7 +208,7 @@ func redactText(s string) string {
 	var b strings.Builder
 	start := 0
 	isTok := func(c byte) bool {
-		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		return stream.URLSafeByte(c) || c == '.'
 	}
 	for i := 0; i <= len(s); i++ {
 		if i < len(s) && isTok(s[i]) {

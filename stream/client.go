@@ -621,12 +621,4 @@ func checkUID(uid string) error {
 }
 
 // validPathSegment reports whether s is safe to place in a URL path unescaped.
-func validPathSegment(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validPathSegment(s string) bool { return URLSafe(s) }

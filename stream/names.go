@@ -88,15 +88,25 @@ func ValidFilename(name string) bool {
 	if len(name) == 0 || len(name) > MaxFilenameLen {
 		return false
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
+	return URLSafe(name)
+}
+
+// URLSafe reports whether every byte of s is of the base64url alphabet (A-Z,
+// a-z, 0-9, '-' and '_'): the characters of Stream's filenames, token parts and
+// key IDs, and of anything else that may stand in a URL or a log unescaped.
+// The empty string passes; callers bound the length.
+func URLSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !URLSafeByte(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// URLSafeByte reports whether c is of the base64url alphabet.
+func URLSafeByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // ValidUID reports whether uid looks like a Stream video UID: 32 lowercase hex

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -187,47 +186,6 @@ func NewSignerFromKey(keyID string, k *rsa.PrivateKey) (*Signer, error) {
 	}
 	k.Precompute()
 	return &Signer{keyID: keyID, key: k}, nil
-}
-
-// LoadSigner reads the key from exactly one of a literal value, an environment
-// variable (looked up with getenv) or a file.
-func LoadSigner(keyID, value, env, file string, getenv func(string) string) (*Signer, error) {
-	b, err := LoadSecret(value, env, file, getenv)
-	if err != nil {
-		return nil, fmt.Errorf("stream signing key: %w", err)
-	}
-	return NewSigner(keyID, b)
-}
-
-// LoadSecret returns the secret given by exactly one of value, env (an environment
-// variable name) or file (a path).
-func LoadSecret(value, env, file string, getenv func(string) string) ([]byte, error) {
-	n := 0
-	for _, s := range []string{value, env, file} {
-		if s != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return nil, errors.New("no value, env or file given")
-	case n > 1:
-		return nil, errors.New("give only one of value, env or file")
-	case value != "":
-		return []byte(value), nil
-	case env != "":
-		v := getenv(env)
-		if v == "" {
-			return nil, fmt.Errorf("environment variable %s is empty or unset", env)
-		}
-		return []byte(v), nil
-	default:
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
 }
 
 // ParsePrivateKey accepts an RSA private key as Stream hands it out (base64 of a

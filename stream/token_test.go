@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -68,46 +66,6 @@ func TestParsePrivateKeyForms(t *testing.T) {
 		t.Run("refuse "+name, func(t *testing.T) {
 			if _, err := ParsePrivateKey(in); err == nil {
 				t.Fatal("want an error")
-			}
-		})
-	}
-}
-
-func TestLoadSigner(t *testing.T) {
-	k := rsaKey(t)
-	pkcs1 := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	file := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(file, pkcs1, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"KEY": base64.StdEncoding.EncodeToString(pkcs1)}
-	getenv := func(k string) string { return env[k] }
-	for _, tc := range []struct {
-		name             string
-		value, env, file string
-		wantErr          bool
-	}{
-		{name: "value", value: string(pkcs1)},
-		{name: "env", env: "KEY"},
-		{name: "file", file: file},
-		{name: "none", wantErr: true},
-		{name: "two", value: string(pkcs1), env: "KEY", wantErr: true},
-		{name: "unset env", env: "MISSING", wantErr: true},
-		{name: "missing file", file: file + ".nope", wantErr: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := LoadSigner("kid1", tc.value, tc.env, tc.file, getenv)
-			if tc.wantErr {
-				if err == nil {
-					t.Fatal("want an error")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.KeyID() != "kid1" || !s.PublicKey().Equal(&k.PublicKey) {
-				t.Fatal("signer does not carry the key")
 			}
 		})
 	}
