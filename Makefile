@@ -1,7 +1,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help test lint bench build demo ci
+.PHONY: help test lint bench soak build demo ci
 help: ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
@@ -15,6 +15,9 @@ lint: ## gofmt, go vet and staticcheck
 
 bench: ## run the benchmarks
 	go test -run '^$$' -bench . -benchmem ./...
+
+soak: ## ten minutes of mixed load, failing if memory, goroutines or files grow (SOAK_DURATION=90s to shorten)
+	go run ./bench/soak
 
 build: ## a static binary in ./bin
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/streamgate ./cmd/streamgate
