@@ -356,9 +356,6 @@ func (s *Server) videoReady(ctx context.Context, uid string, typ stream.Download
 func (s *Server) checkCountry(ctx context.Context, ip netip.Addr, plan string) (string, error) {
 	country := s.GeoIP.Country(ip)
 	infoFrom(ctx).country = country
-	if s.Country == nil {
-		return country, nil
-	}
 	if d := s.Country.Check(plan, country); !d.Allowed {
 		return country, forbidden("country_denied", "downloads are not available from your location", map[string]any{"reason": d.Reason})
 	}

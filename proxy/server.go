@@ -64,6 +64,29 @@ type RateLimiter interface {
 	Allow(key string) policy.Result
 }
 
+// ClientAddr reads the client's address off a request, believing the proxies
+// it trusts ([policy.ClientIP]).
+type ClientAddr interface {
+	FromRequest(r *http.Request) netip.Addr
+}
+
+// Locator finds the country of an address, "" when unknown ([policy.GeoIP]).
+type Locator interface {
+	Country(ip netip.Addr) string
+}
+
+// CountryRules decides by country, per plan, and restates the rules for
+// direct-mode tokens ([policy.CountryPolicy]).
+type CountryRules interface {
+	Check(plan, country string) policy.Decision
+	Rules(plan string) policy.CountryRules
+}
+
+// ConcurrencyCap holds a slot per download in flight ([policy.Concurrency]).
+type ConcurrencyCap interface {
+	Acquire(key string, max int) (release func(), ok bool)
+}
+
 // Plan is what a plan allows.
 type Plan struct {
 	// MinutesPerMonth is the quota of billable minutes per calendar month (UTC);
@@ -118,17 +141,21 @@ type Config struct {
 
 // Deps are the components the handlers call.
 type Deps struct {
-	Auth     Authenticator
-	Grants   GrantIssuer
-	Signer   TokenSigner
-	API      StreamAPI
-	Meter    Metering
-	ClientIP *policy.ClientIP
-	GeoIP    *policy.GeoIP
-	Country  *policy.CountryPolicy
+	Auth   Authenticator
+	Grants GrantIssuer
+	Signer TokenSigner
+	API    StreamAPI
+	Meter  Metering
+	// ClientIP trusts no proxy when nil.
+	ClientIP ClientAddr
+	// GeoIP, when nil, leaves every country unknown.
+	GeoIP Locator
+	// Country, when nil, allows every country.
+	Country CountryRules
 	// IPLimit spends a token per failed authentication from one client address.
-	IPLimit     RateLimiter
-	Concurrency *policy.Concurrency
+	IPLimit RateLimiter
+	// Concurrency caps each user's downloads in this process when nil.
+	Concurrency ConcurrencyCap
 	// Checks are the readiness probes /readyz runs, by name ("stream_api",
 	// "ledger").
 	Checks map[string]Check
@@ -213,7 +240,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 		d.Concurrency = policy.NewConcurrency()
 	}
 	if d.ClientIP == nil {
-		d.ClientIP, _ = policy.NewClientIP(nil)
+		d.ClientIP = (*policy.ClientIP)(nil)
+	}
+	if d.GeoIP == nil {
+		d.GeoIP = (*policy.GeoIP)(nil)
+	}
+	if d.Country == nil {
+		d.Country = (*policy.CountryPolicy)(nil)
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
 	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now)

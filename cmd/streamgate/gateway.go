@@ -438,3 +438,20 @@ func (noGrants) Sign(auth.Grant) (string, error) { return "", errors.New("no gra
 func (noGrants) Verify(string) (auth.Grant, error) {
 	return auth.Grant{}, fmt.Errorf("%w: no grant keys configured", auth.ErrInvalidToken)
 }
+
+// The components newGateway hands proxy.New satisfy the interfaces proxy
+// declares; a change to either side fails here, at build time.
+var (
+	_ proxy.Authenticator  = (*auth.Verifier)(nil)
+	_ proxy.GrantIssuer    = (*auth.Grants)(nil)
+	_ proxy.GrantIssuer    = noGrants{}
+	_ proxy.TokenSigner    = (*stream.Signer)(nil)
+	_ proxy.StreamAPI      = (*stream.Client)(nil)
+	_ proxy.Metering       = (*usage.Meter)(nil)
+	_ proxy.RateLimiter    = (*policy.Limiter)(nil)
+	_ proxy.RateLimiter    = (*policy.RedisLimiter)(nil)
+	_ proxy.ClientAddr     = (*policy.ClientIP)(nil)
+	_ proxy.Locator        = (*policy.GeoIP)(nil)
+	_ proxy.CountryRules   = (*policy.CountryPolicy)(nil)
+	_ proxy.ConcurrencyCap = (*policy.Concurrency)(nil)
+)
