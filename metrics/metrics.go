@@ -25,25 +25,25 @@ import (
 	"github.com/streamgate/streamgate/usage"
 )
 
-// Reason is why a request was refused before any byte was delivered.
-type Reason string
-
-// The refusal reasons, one per policy that can say no.
+// The refusal reasons, one per policy that can say no: the values of the reason
+// label of streamgate_refusals_total. They are plain strings so that a consumer
+// can declare Refused(string) in its own interface without importing this
+// package.
 const (
 	// RefusedQuota: the user's monthly minutes cannot cover the request (403).
-	RefusedQuota Reason = "quota"
+	RefusedQuota = "quota"
 	// RefusedRate: a per-user or per-IP rate limit (429).
-	RefusedRate Reason = "rate"
+	RefusedRate = "rate"
 	// RefusedConcurrency: the plan's max_concurrent downloads are in flight (429).
-	RefusedConcurrency Reason = "concurrency"
+	RefusedConcurrency = "concurrency"
 	// RefusedCountry: the client's country is not allowed (403).
-	RefusedCountry Reason = "country"
+	RefusedCountry = "country"
 	// RefusedAuth: no valid portal token or link grant (401/403).
-	RefusedAuth Reason = "auth"
+	RefusedAuth = "auth"
 )
 
 // reasons are the known refusal reasons; anything else is counted as "other".
-var reasons = []Reason{RefusedQuota, RefusedRate, RefusedConcurrency, RefusedCountry, RefusedAuth}
+var reasons = []string{RefusedQuota, RefusedRate, RefusedConcurrency, RefusedCountry, RefusedAuth}
 
 // Buckets of the upstream histograms: from a nearby edge (5ms) to a response
 // header timeout (30s).
@@ -167,7 +167,7 @@ func New(version string) *Metrics {
 // and alerts see a 0 rather than no data before the first event.
 func (m *Metrics) initSeries() {
 	for _, r := range reasons {
-		m.refusals.WithLabelValues(string(r))
+		m.refusals.WithLabelValues(r)
 	}
 	for _, op := range ledgerOps {
 		m.ledgerDur.WithLabelValues(op)
@@ -252,7 +252,7 @@ func (m *Metrics) DownloadStarted() (done func()) {
 
 // Refused counts a request refused for reason; reasons outside the known set
 // are counted as "other".
-func (m *Metrics) Refused(reason Reason) {
+func (m *Metrics) Refused(reason string) {
 	if m == nil {
 		return
 	}
@@ -263,7 +263,7 @@ func (m *Metrics) Refused(reason Reason) {
 	if !known {
 		reason = "other"
 	}
-	m.refusals.WithLabelValues(string(reason)).Inc()
+	m.refusals.WithLabelValues(reason).Inc()
 }
 
 // UpstreamLatency records how long Stream's delivery host took to answer with

@@ -132,7 +132,7 @@ func TestDownloadsInFlight(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	m := New("test")
-	for _, r := range []Reason{RefusedQuota, RefusedQuota, RefusedRate, RefusedConcurrency, RefusedCountry, RefusedAuth, "bogus"} {
+	for _, r := range []string{RefusedQuota, RefusedQuota, RefusedRate, RefusedConcurrency, RefusedCountry, RefusedAuth, "bogus"} {
 		m.Refused(r)
 	}
 	tests := []struct {
@@ -424,3 +424,6 @@ func scrape(t *testing.T, m *Metrics) string {
 	}
 	return string(b)
 }
+
+// Settled is a usage.MeterConfig.OnSettle.
+var _ = usage.MeterConfig{OnSettle: (*Metrics)(nil).Settled}
