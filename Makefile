@@ -16,6 +16,10 @@ lint: ## gofmt, go vet and staticcheck
 bench: ## run the benchmarks
 	go test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-compare
+bench-compare: ## streamgate beside a bare ReverseProxy and nginx, written into docs/benchmarks.md (BENCH_FLAGS=-smoke to try it)
+	go run ./bench/compare -out docs/benchmarks.md $(BENCH_FLAGS)
+
 soak: ## ten minutes of mixed load, failing if memory, goroutines or files grow (SOAK_DURATION=90s to shorten)
 	go run ./bench/soak
 
