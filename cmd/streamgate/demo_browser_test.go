@@ -251,6 +251,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 	if billedPlay <= 0 || billedPlay > lecture.Duration/60+1e-9 {
 		t.Errorf("the ledger billed %v minutes for playing the lecture, want more than 0 and at most %v", billedPlay, lecture.Duration/60)
 	}
+	t.Logf("the ledger billed %.4f minutes for the download and %.4f for playing", billed, billedPlay)
 	shownAfterPlay := waitShown(t, ctx, afterPlay)
 	if drop := shown - shownAfterPlay; !near(drop, billedPlay, 1e-9) {
 		t.Errorf("the page's minutes dropped by %v for playing; the ledger billed %v", drop, billedPlay)
@@ -263,8 +264,23 @@ func TestDemoPageInBrowser(t *testing.T) {
 	if len(violations) > 0 {
 		t.Errorf("the page's Content-Security-Policy blocked %v", violations)
 	}
-	if status := pageText(ctx, "#status"); strings.Contains(status, "could not") {
-		t.Errorf("the page reports a failure: %q", status)
+	if evalBool(t, ctx, `document.getElementById('status').className === 'error'`) {
+		t.Errorf("the page reports a failure: %q", pageText(ctx, "#status"))
+	}
+
+	// bob's 25 minutes cannot cover the 30-minute lecture: the gateway refuses
+	// the player's request, the page says so, and nothing is billed.
+	bob := info.Users[1]
+	run("pick bob", chromedp.Click(chromedp.CSS(`#users button[data-user="bob"]`)))
+	bobBefore := settledUsage(t, c, info.Gateway, bob.Token)
+	waitShown(t, ctx, bobBefore)
+	run("wait for bob's videos", chromedp.WaitEnabled(chromedp.CSS(playButton)))
+	run("click play as bob", chromedp.Click(chromedp.CSS(playButton)))
+	run("wait for the refusal", chromedp.Poll[chromedp.Void](
+		`document.getElementById('status').className === 'error' && document.getElementById('status').textContent.includes('could not be played')`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(time.Minute)))
+	if got := settledUsage(t, c, info.Gateway, bob.Token); got.MinutesUsed != bobBefore.MinutesUsed {
+		t.Errorf("bob's refused playback was billed: usage %+v, before %+v", got, bobBefore)
 	}
 }
 

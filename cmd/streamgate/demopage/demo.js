@@ -183,7 +183,8 @@ function stop() {
 }
 
 async function pick(user) {
-  if (state.user && !player().paused) stop();
+  // A link belongs to the user who asked for it.
+  if (player().getAttribute('src')) stop();
   state.user = user;
   for (const b of document.querySelectorAll('#users button')) {
     b.setAttribute('aria-pressed', String(b.dataset.user === user.id));
