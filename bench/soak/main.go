@@ -34,6 +34,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -370,15 +371,7 @@ func (l *load) record(op, outcome string) {
 func (l *load) counts() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maps(l.outcomes)
-}
-
-func maps(m map[string]int) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(l.outcomes)
 }
 
 // Operation weights, out of 100.
