@@ -171,11 +171,14 @@ func TestBilling(t *testing.T) {
 			run: func(t *testing.T, b *billingRig) {
 				b.leaveHalfway(t)
 			},
-			// Half, and what was in flight when the client hung up: at most a few
-			// of the emulator's 1/20 s chunks (5% of the file each).
-			wantMinutes: testMinutes * 0.55,
-			tol:         testMinutes * 0.055,
-			atLeast:     testMinutes * 0.5,
+			// Half, give or take one of the emulator's 1/20 s chunks (5% of the
+			// file each): a chunk in flight when the client hung up may have been
+			// acknowledged, and the last segment the client read may not have been,
+			// when its kernel was still delaying that ACK as it closed with data
+			// unread and sent a reset instead (docs/decisions.md, "Delivered").
+			wantMinutes: testMinutes * 0.525,
+			tol:         testMinutes * 0.08,
+			atLeast:     testMinutes * 0.45,
 		},
 		{
 			name:  "per-download client leaving halfway is billed the download",
