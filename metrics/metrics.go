@@ -54,8 +54,8 @@ var upstreamBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 var ledgerBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // Metrics holds streamgate's metrics. Its methods are safe for concurrent use.
-// A nil *Metrics is valid and records nothing, so components can take one
-// optionally.
+// A nil *Metrics is valid: it records nothing and its Handler answers 404, so
+// components can take one optionally.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -184,6 +184,9 @@ func (m *Metrics) initSeries() {
 // Handler serves the metrics in the Prometheus text format (or OpenMetrics when
 // the scraper asks for it).
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
 }
 

@@ -384,6 +384,11 @@ func TestNil(t *testing.T) {
 	if rt := m.StreamAPITransport(nil); rt != http.DefaultTransport {
 		t.Error("nil metrics wrapped the transport")
 	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("nil metrics handler: %d, want 404", rec.Code)
+	}
 	var l usage.Ledger = sharedLedger{}
 	if got := m.Ledger(l); got != l {
 		t.Error("nil metrics wrapped the ledger")
