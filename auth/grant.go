@@ -65,7 +65,22 @@ type Grant struct {
 	Session string
 	// IP binds the grant to one client address; the zero Addr = not bound.
 	IP netip.Addr
+	// IssuedAt is when the grant was signed, kept to the second; Sign fills
+	// the current time when zero. A grant signed before the field existed
+	// verifies with the zero time: issued at an unknown time, so before any
+	// revocation of its user.
+	IssuedAt time.Time
+	// MaxUses is how many downloads the link may start; 0 = unlimited. At
+	// most MaxGrantUses.
+	MaxUses int
 }
+
+// MaxGrantUses is the largest MaxUses a grant may carry.
+const MaxGrantUses = 1 << 20
+
+// ID identifies the link the grant is: its session, random unless given.
+// It names the link in use counts and revocations.
+func (g Grant) ID() string { return g.Session }
 
 // Allows reports whether the grant covers a download of video as type t.
 func (g Grant) Allows(video string, t stream.DownloadType) bool {
@@ -143,6 +158,8 @@ type grantPayload struct {
 	Expires  int64  `json:"e"`
 	Session  string `json:"s"`
 	IP       string `json:"ip,omitempty"`
+	Issued   int64  `json:"i,omitempty"`
+	MaxUses  int    `json:"n,omitempty"`
 }
 
 // Sign returns a token for gr, filling gr.Session with a random ID when empty.
@@ -153,6 +170,10 @@ func (g *Grants) Sign(gr Grant) (string, error) {
 		gr.Session = rand.Text()
 	}
 	gr.ExpiresAt = time.Unix(gr.ExpiresAt.Unix(), 0).UTC()
+	if gr.IssuedAt.IsZero() {
+		gr.IssuedAt = g.now()
+	}
+	gr.IssuedAt = time.Unix(gr.IssuedAt.Unix(), 0).UTC()
 	if err := gr.validate(); err != nil {
 		return "", fmt.Errorf("sign grant: %w", err)
 	}
@@ -167,6 +188,8 @@ func (g *Grants) Sign(gr Grant) (string, error) {
 		Filename: gr.Filename,
 		Expires:  gr.ExpiresAt.Unix(),
 		Session:  gr.Session,
+		Issued:   gr.IssuedAt.Unix(),
+		MaxUses:  gr.MaxUses,
 	}
 	if gr.IP.IsValid() {
 		p.IP = gr.IP.String()
@@ -226,6 +249,10 @@ func (g *Grants) Verify(token string) (Grant, error) {
 		Filename:  p.Filename,
 		ExpiresAt: time.Unix(p.Expires, 0).UTC(),
 		Session:   p.Session,
+		MaxUses:   p.MaxUses,
+	}
+	if p.Issued != 0 {
+		gr.IssuedAt = time.Unix(p.Issued, 0).UTC()
 	}
 	if p.IP != "" {
 		if gr.IP, err = netip.ParseAddr(p.IP); err != nil {
@@ -266,6 +293,10 @@ func (gr *Grant) validate() error {
 		return errors.New("grant has no expiry")
 	case !urlSafe(gr.Session, MaxSessionLen):
 		return errors.New("grant has a missing or invalid session")
+	case !gr.IssuedAt.IsZero() && (gr.IssuedAt.Unix() <= 0 || gr.IssuedAt.After(gr.ExpiresAt)):
+		return errors.New("grant has an invalid issue time")
+	case gr.MaxUses < 0 || gr.MaxUses > MaxGrantUses:
+		return errors.New("grant has an invalid number of uses")
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ func TestGrantRoundTrip(t *testing.T) {
 		{"IPv6", func(gr *Grant) { gr.IP = netip.MustParseAddr("2001:db8::1") }},
 		{"given session", func(gr *Grant) { gr.Session = "resume-42" }},
 		{"sub-second expiry is kept to the second", func(gr *Grant) { gr.ExpiresAt = t0.Add(time.Hour + 700*time.Millisecond) }},
+		{"given issue time, kept to the second", func(gr *Grant) { gr.IssuedAt = t0.Add(-time.Minute + 300*time.Millisecond) }},
+		{"use-limited", func(gr *Grant) { gr.MaxUses = 2 }},
+		{"most uses", func(gr *Grant) { gr.MaxUses = MaxGrantUses }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +84,18 @@ func TestGrantRoundTrip(t *testing.T) {
 			if !got.ExpiresAt.Equal(want.ExpiresAt) {
 				t.Errorf("ExpiresAt = %v, want %v", got.ExpiresAt, want.ExpiresAt)
 			}
+			want.IssuedAt = time.Unix(in.IssuedAt.Unix(), 0)
+			if in.IssuedAt.IsZero() {
+				want.IssuedAt = t0 // Sign's clock
+			}
+			if !got.IssuedAt.Equal(want.IssuedAt) {
+				t.Errorf("IssuedAt = %v, want %v", got.IssuedAt, want.IssuedAt)
+			}
+			if got.ID() != got.Session {
+				t.Errorf("ID = %q, want the session %q", got.ID(), got.Session)
+			}
 			got.ExpiresAt, want.ExpiresAt = time.Time{}, time.Time{}
+			got.IssuedAt, want.IssuedAt = time.Time{}, time.Time{}
 			if got != want {
 				t.Errorf("got %+v, want %+v", got, want)
 			}
@@ -230,6 +244,10 @@ func TestGrantRejectsSignedGarbage(t *testing.T) {
 		{"no expiry", `{"u":"x","v":"` + testVideo + `","t":"default","s":"abc"}`, "no expiry"},
 		{"no session", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045}`, "session"},
 		{"bad ip", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045,"s":"abc","ip":"999.1.1.1"}`, "IP"},
+		{"negative uses", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045,"s":"abc","n":-1}`, "uses"},
+		{"too many uses", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045,"s":"abc","n":1048577}`, "uses"},
+		{"issued after expiry", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045,"s":"abc","i":1893557046}`, "issue time"},
+		{"issued before 1970", `{"u":"x","v":"` + testVideo + `","t":"default","e":1893557045,"s":"abc","i":-5}`, "issue time"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,6 +261,12 @@ func TestGrantRejectsSignedGarbage(t *testing.T) {
 	// for the reason they name.
 	if _, err := g.Verify(signRaw(`{"u":"x","v":"` + testVideo + `","t":"audio","e":1893557045,"s":"abc"}`)); err != nil {
 		t.Errorf("control payload: %v", err)
+	}
+	// A grant signed before grants carried an issue time and a use limit
+	// still verifies: unlimited, issued at an unknown time (the zero time).
+	old, err := g.Verify(signRaw(`{"u":"x","v":"` + testVideo + `","t":"audio","e":1893557045,"s":"abc"}`))
+	if err != nil || !old.IssuedAt.IsZero() || old.MaxUses != 0 {
+		t.Errorf("grant without i and n = %+v, %v; want zero IssuedAt and MaxUses", old, err)
 	}
 }
 
@@ -339,6 +363,9 @@ func TestSignRejects(t *testing.T) {
 		{"expired", func(gr *Grant) { gr.ExpiresAt = t0 }},
 		{"bad session", func(gr *Grant) { gr.Session = "a.b" }},
 		{"long session", func(gr *Grant) { gr.Session = strings.Repeat("s", MaxSessionLen+1) }},
+		{"negative uses", func(gr *Grant) { gr.MaxUses = -1 }},
+		{"too many uses", func(gr *Grant) { gr.MaxUses = MaxGrantUses + 1 }},
+		{"issued after expiry", func(gr *Grant) { gr.IssuedAt = t0.Add(2 * time.Hour) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
