@@ -23,15 +23,16 @@ import (
 // and CI is unset; in CI a missing browser fails the test.
 func findChromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
+	// Debian's package installs /usr/bin/chromium, also when PATH leaves it out.
+	for _, name := range []string{"chromium", "chromium-browser", "/usr/bin/chromium"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatal("no Chromium found on PATH (chromium, chromium-browser), and CI is set: apt-get install chromium (.ci/run does)")
+		t.Fatal("no Chromium found (chromium, chromium-browser on PATH, /usr/bin/chromium), and CI is set: apt-get install chromium (.ci/run does)")
 	}
-	t.Skip("no Chromium found on PATH (chromium, chromium-browser): apt-get install chromium to run the demo page in a browser")
+	t.Skip("no Chromium found (chromium, chromium-browser on PATH, /usr/bin/chromium): apt-get install chromium to run the demo page in a browser")
 	return ""
 }
 
