@@ -43,6 +43,7 @@ type Config struct {
 	Ledger   Ledger   `yaml:"ledger"`
 	Redis    Redis    `yaml:"redis"`
 	Log      Log      `yaml:"log"`
+	Admin    Admin    `yaml:"admin"`
 }
 
 // Stream is how streamgate reaches Cloudflare Stream and signs its tokens.
@@ -284,6 +285,16 @@ type Redis struct {
 	// of the lease, so the slots of a replica that died free up one lease later.
 	// Default 30s.
 	SlotLease time.Duration `yaml:"slot_lease"`
+}
+
+// Admin is the operators' listener, apart from the public one.
+type Admin struct {
+	// Listen is host:port of the admin server (GET /metrics, without
+	// authentication, and the admin API); "" runs none. Default "".
+	Listen string `yaml:"listen"`
+	// Token is the admin API's bearer token, a secret of at least 32 bytes;
+	// unset turns the API off (403) while /metrics still answers. Default none.
+	Token Secret `yaml:"token"`
 }
 
 // Log is the process log.

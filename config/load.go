@@ -29,6 +29,7 @@ var envOverrides = []struct {
 	{"STREAMGATE_STREAM_SIGNING_KEY_ID", "stream.signing_key_id", func(c *Config, v string) { c.Stream.SigningKeyID = v }},
 	{"STREAMGATE_LEDGER_DRIVER", "ledger.driver", func(c *Config, v string) { c.Ledger.Driver = v }},
 	{"STREAMGATE_LEDGER_PATH", "ledger.path", func(c *Config, v string) { c.Ledger.Path = v }},
+	{"STREAMGATE_ADMIN_LISTEN", "admin.listen", func(c *Config, v string) { c.Admin.Listen = v }},
 }
 
 // EnvOverrides returns the environment variables that override keys, as

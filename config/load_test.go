@@ -126,6 +126,7 @@ func TestEnvOverrides(t *testing.T) {
 	e["STREAMGATE_LEDGER_DRIVER"] = "postgres"
 	e["STREAMGATE_LEDGER_DSN"] = "postgres://streamgate@db.internal/streamgate"
 	e["STREAMGATE_LEDGER_PATH"] = "/var/lib/streamgate/ledger.db"
+	e["STREAMGATE_ADMIN_LISTEN"] = "127.0.0.1:9090"
 	c, err := Parse([]byte(minimalYAML+"listen: 127.0.0.1:1\nlog: {level: warn}\n"), e.get)
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +142,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"ledger.driver", c.Ledger.Driver, "postgres"},
 		{"ledger.dsn", string(c.Ledger.DSN.Bytes()), "postgres://streamgate@db.internal/streamgate"},
 		{"ledger.path", c.Ledger.Path, "/var/lib/streamgate/ledger.db"},
+		{"admin.listen", c.Admin.Listen, "127.0.0.1:9090"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

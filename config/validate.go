@@ -108,6 +108,7 @@ func (c *Config) Validate(getenv func(string) string) error {
 
 	p.oneOf("log.level", c.Log.Level, logLevels)
 	p.oneOf("log.format", c.Log.Format, logFormats)
+	c.validateAdmin(p, getenv)
 
 	if len(p.list) > 0 {
 		return p.list
@@ -152,6 +153,29 @@ func (c *Config) validateRedis(p *problems, getenv func(string) string) {
 	p.required("redis.key_prefix", r.KeyPrefix)
 	if p.positive("redis.slot_lease", r.SlotLease) && r.SlotLease < time.Second {
 		p.addf("redis.slot_lease", "%s: must be at least 1s, as it is renewed every third of it", r.SlotLease)
+	}
+}
+
+// MinAdminTokenLen is the fewest bytes the admin API's token may have.
+const MinAdminTokenLen = 32
+
+func (c *Config) validateAdmin(p *problems, getenv func(string) string) {
+	a := &c.Admin
+	if a.Listen == "" {
+		if a.Token.IsSet() {
+			p.addf("admin.listen", "admin.token is set but admin.listen is empty: the admin API would not be served")
+		}
+		return
+	}
+	p.hostPort("admin.listen", a.Listen)
+	// Port 0 picks a free port for each, so only fixed ports can collide.
+	if _, ap, err := net.SplitHostPort(a.Listen); err == nil && ap != "0" {
+		if _, lp, err := net.SplitHostPort(c.Listen); err == nil && lp == ap {
+			p.addf("admin.listen", "%q: must differ from listen's port: the admin port is kept off the public one", a.Listen)
+		}
+	}
+	if a.Token.IsSet() && p.secret("admin.token", &a.Token, getenv) && len(a.Token.Bytes()) < MinAdminTokenLen {
+		p.addf("admin.token", "%d bytes: want at least %d", len(a.Token.Bytes()), MinAdminTokenLen)
 	}
 }
 
