@@ -198,7 +198,7 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &write{ctx: ctx, fn: fn, done: make(chan written, 1)}
+	w := &write{ctx: ctx, fn: contained(fn), done: make(chan written, 1)}
 	g := &s.group
 	g.mu.Lock()
 	g.queue = append(g.queue, w)
@@ -213,6 +213,20 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 	}
 	s.lead()
 	return (<-w.done).err
+}
+
+// contained runs fn and turns a panic of it into its error: a leader runs other
+// callers' writes, and one that panicked would otherwise take the leader's
+// goroutine down with the lead still held, leaving every later write waiting.
+func contained(fn func(t tx) error) func(t tx) error {
+	return func(t tx) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("ledger write panicked: %v", p)
+			}
+		}()
+		return fn(t)
+	}
 }
 
 // lead runs one group, then hands the lead on to the oldest waiting write's
@@ -255,6 +269,10 @@ func (s *store) commit(batch []*write) {
 		return
 	}
 	errs, err := s.together(batch)
+	if err != nil {
+		// The transaction failed as a whole: every write runs again alone.
+		errs = make([]error, len(batch))
+	}
 	for i, w := range batch {
 		if err != nil || errs[i] == errAlone {
 			errs[i] = s.alone(w.ctx, w.fn)
