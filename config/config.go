@@ -211,6 +211,9 @@ type Plan struct {
 	Downloads Rate `yaml:"downloads"`
 	// MaxConcurrent caps a user's simultaneous downloads; 0 is unlimited. Default 2.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxBytesPerSecond paces a user's downloads together to this many bytes
+	// per second, per replica; 0 is unpaced. Default 0.
+	MaxBytesPerSecond int64 `yaml:"max_bytes_per_second"`
 	// Countries, when set, replace the global allow and block lists for this
 	// plan; its unknown_country "" inherits the global one. Default nil.
 	Countries *CountryRules `yaml:"countries"`

@@ -325,6 +325,10 @@ func (p *problems) origin(key, v string) {
 	}
 }
 
+// MinBytesPerSecond is the slowest pace a plan may set: a slower one is taken
+// for a mistake in the unit (bits, kilobytes) rather than meant.
+const MinBytesPerSecond = 1024
+
 // MinGrantKeyLen is the fewest bytes a grant key's secret may have.
 const MinGrantKeyLen = 32
 
@@ -441,6 +445,9 @@ func (c *Config) validatePlans(p *problems) {
 		p.rate(key+".downloads", pl.Downloads)
 		if pl.MaxConcurrent < 0 {
 			p.addf(key+".max_concurrent", "%d: want 0 (unlimited) or more", pl.MaxConcurrent)
+		}
+		if b := pl.MaxBytesPerSecond; b != 0 && b < MinBytesPerSecond {
+			p.addf(key+".max_bytes_per_second", "%d: want 0 (unpaced) or at least %d", b, MinBytesPerSecond)
 		}
 		if pl.Countries != nil {
 			p.countries(key+".countries", *pl.Countries)

@@ -140,6 +140,8 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		return tooMany("too_many_downloads", "too many downloads in progress; retry when one ends", retryAfter(0), nil)
 	}
 	defer release()
+	pace, unpace := s.pace.acquire(dl.id.UserID, plan.MaxBytesPerSecond)
+	defer unpace()
 
 	info, err := s.videoReady(ctx, dl.video, dl.typ)
 	if err != nil {
@@ -186,7 +188,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	rw := http.ResponseWriter(dw)
 	var mw *meteredWriter
 	if dv != nil {
-		mw = &meteredWriter{ResponseWriter: rw, d: dv}
+		mw = &meteredWriter{ResponseWriter: rw, d: dv, pace: pace, ctx: ctx}
 		rw = mw
 		// What the client received is what its TCP acknowledged, not what was
 		// handed to the kernel (package acked); on HTTP/2, what was written.

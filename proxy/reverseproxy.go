@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/billing"
@@ -280,10 +281,15 @@ func (b *idleBody) Close() error {
 }
 
 // meteredWriter tells the delivery how many body bytes were written, and
-// remembers whether writing to the client failed (the client left).
+// remembers whether writing to the client failed (the client left). With pace
+// set, the body goes no faster than the user's bucket allows (pace.go).
 type meteredWriter struct {
 	http.ResponseWriter
-	d          delivery
+	d delivery
+	// pace is the user's bytes-per-second bucket, nil when the plan sets none;
+	// ctx (the request's) ends a wait on it.
+	pace       *rate.Limiter
+	ctx        context.Context
 	written    atomic.Int64
 	clientGone bool
 	fenced     bool
@@ -293,6 +299,18 @@ type meteredWriter struct {
 var errFenced = errors.New("delivery fenced: the ledger has not been reachable")
 
 func (w *meteredWriter) Write(b []byte) (int, error) {
+	if w.pace == nil {
+		return w.write(b)
+	}
+	n, err := paceWrite(w.ctx, w.pace, b, w.write)
+	if err != nil && w.ctx.Err() != nil {
+		w.clientGone = true
+	}
+	return n, err
+}
+
+// write passes b on and counts it.
+func (w *meteredWriter) write(b []byte) (int, error) {
 	if w.d.Fenced() {
 		w.fenced = true
 		return 0, errFenced

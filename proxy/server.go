@@ -96,6 +96,9 @@ type Plan struct {
 	Links, Downloads RateLimiter
 	// MaxConcurrent caps a user's downloads in flight; 0 means unlimited.
 	MaxConcurrent int
+	// MaxBytesPerSecond paces a user's downloads together, per replica
+	// (pace.go); 0 means unpaced.
+	MaxBytesPerSecond int64
 }
 
 // Config is what the handlers need to know, as config validated it. The
@@ -176,6 +179,7 @@ type Server struct {
 	public   *url.URL
 	rp       http.Handler
 	tokens   *tokenCache
+	pace     *pacer
 	videos   *videoCache
 	ready    readiness
 	handler  http.Handler
@@ -250,6 +254,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
 	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now)
+	s.pace = newPacer()
 	s.videos = newVideoCache(d.API, cfg.VideoCacheTTL, d.Now)
 	s.rp = s.newReverseProxy()
 	s.handler = s.middleware(s.routes())
