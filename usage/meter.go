@@ -135,7 +135,9 @@ type StartRequest struct {
 	// negative one too.
 	Duration float64
 	// Range is the bytes asked for; billing.Whole without a Range header.
-	Range     billing.Range
+	Range billing.Range
+	// Link is the link the request came with; the zero Link when none.
+	Link      Link
 	Country   string
 	ClientIP  string
 	RequestID string
@@ -178,6 +180,7 @@ func (m *Meter) Start(ctx context.Context, req StartRequest) (*Delivery, error) 
 		Range:         req.Range,
 		Size:          known.size,
 		ETag:          known.etag,
+		Link:          req.Link,
 		Country:       req.Country,
 		ClientIP:      req.ClientIP,
 		RequestID:     req.RequestID,

@@ -180,7 +180,9 @@ type written struct {
 type group struct {
 	mu      sync.Mutex
 	queue   []*write
-	leading bool
+	// leaders is how many groups are running; lanes is the most that may
+	// (0 means 1).
+	leaders, lanes int
 	// commits and writes count transactions and the writes they held.
 	commits, writes atomic.Int64
 }
@@ -202,8 +204,10 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 	g := &s.group
 	g.mu.Lock()
 	g.queue = append(g.queue, w)
-	lead := !g.leading
-	g.leading = true
+	lead := g.leaders < max(g.lanes, 1)
+	if lead {
+		g.leaders++
+	}
 	g.mu.Unlock()
 	if !lead {
 		r := <-w.done
@@ -246,7 +250,7 @@ func (s *store) lead() {
 
 	g.mu.Lock()
 	if len(g.queue) == 0 {
-		g.leading = false
+		g.leaders--
 		g.queue = nil
 		g.mu.Unlock()
 		return
@@ -540,6 +544,9 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 	at := req.At.UnixMicro()
 	var out Opened
 	err := s.inTx(ctx, func(t tx) error {
+		if err := t.checkLink(req); err != nil {
+			return err
+		}
 		cur, err := t.lockKey(req.User, req.Video, req.Type)
 		if err != nil {
 			return err
@@ -557,6 +564,9 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			join = d.mode == string(rule.Mode) && rule.Continues(time.UnixMicro(d.lastAt), len(open), req.At)
 		}
 		if !join {
+			if err := t.spendLinkUse(req.Link, req.At); err != nil {
+				return err
+			}
 			d = dlRow{
 				id: req.NewDownloadID, user: req.User, video: req.Video, typ: string(req.Type), mode: string(rule.Mode),
 				period: req.Period, duration: req.Duration, etag: req.ETag, startedAt: at, lastAt: at,
@@ -597,12 +607,126 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 	})
 	if err != nil {
 		var qe *QuotaError
-		if errors.As(err, &qe) {
+		switch {
+		case errors.As(err, &qe):
 			return Opened{}, qe
+		case errors.Is(err, ErrLinkUsedUp), errors.Is(err, ErrLinkRevoked):
+			return Opened{}, err
 		}
 		return Opened{}, fmt.Errorf("open delivery: %w", err)
 	}
 	return out, nil
+}
+
+// checkLink refuses a request whose link was revoked: by its ID, or by a
+// revocation of its user, or its user and video, made after it was issued.
+func (t tx) checkLink(req OpenRequest) error {
+	if req.Link.ID == "" {
+		return nil
+	}
+	var n int64
+	err := t.row(`SELECT
+			(SELECT COUNT(*) FROM link_revocations
+				WHERE user_id = ? AND (video = '' OR video = ?) AND not_before > CAST(? AS BIGINT))
+			+ (SELECT COUNT(*) FROM revoked_links WHERE id = ?)`,
+		req.User, req.Video, req.Link.issued(), req.Link.ID).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("check link: %w", err)
+	}
+	if n > 0 {
+		return ErrLinkRevoked
+	}
+	return nil
+}
+
+// spendLinkUse spends one use of a use-limited link for a download it starts,
+// in one conditional upsert: a link whose uses are all spent gets no row back,
+// and the request is refused with ErrLinkUsedUp. A link's first use also
+// clears the counts of links that have expired.
+func (t tx) spendLinkUse(l Link, at time.Time) error {
+	if l.MaxUses <= 0 {
+		return nil
+	}
+	var uses int64
+	err := t.row(`INSERT INTO link_uses (id, uses, expires_at) VALUES (?, 1, ?)
+		ON CONFLICT (id) DO UPDATE SET uses = link_uses.uses + 1 WHERE link_uses.uses < CAST(? AS BIGINT)
+		RETURNING uses`, l.ID, l.ExpiresAt.Unix(), l.MaxUses).Scan(&uses)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrLinkUsedUp
+	case err != nil:
+		return fmt.Errorf("spend link use: %w", err)
+	case uses == 1:
+		return t.clearExpiredLinks(at)
+	}
+	return nil
+}
+
+// linkClockSkew is how long after its expiry a link's rows are kept, so that a
+// replica whose clock is behind never finds the count of a link it still
+// accepts cleared.
+const linkClockSkew = 5 * time.Minute
+
+// clearExpiredLinks deletes the use counts and revocations of links that
+// expired before at, less linkClockSkew: such links are refused anyway.
+func (t tx) clearExpiredLinks(at time.Time) error {
+	cut := at.Add(-linkClockSkew).Unix()
+	if _, err := t.exec(`DELETE FROM link_uses WHERE expires_at < ?`, cut); err != nil {
+		return fmt.Errorf("clear expired link uses: %w", err)
+	}
+	if _, err := t.exec(`DELETE FROM revoked_links WHERE until < ?`, cut); err != nil {
+		return fmt.Errorf("clear expired link revocations: %w", err)
+	}
+	return nil
+}
+
+// RevokeLinks implements [Revoker].
+func (s *store) RevokeLinks(ctx context.Context, user, video string, before time.Time) error {
+	if user == "" {
+		return errors.New("revoke links: a user is required")
+	}
+	err := s.inTx(ctx, func(t tx) error {
+		_, err := t.exec(`INSERT INTO link_revocations (user_id, video, not_before) VALUES (?, ?, ?)
+			ON CONFLICT (user_id, video) DO UPDATE SET not_before = CASE
+				WHEN excluded.not_before > link_revocations.not_before THEN excluded.not_before
+				ELSE link_revocations.not_before END`,
+			user, video, notBefore(before))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("revoke links of %s: %w", user, err)
+	}
+	return nil
+}
+
+// notBefore is the earliest issue time, in Unix seconds, of a link a
+// revocation at before spares: a link issued within before's second may have
+// been issued before it.
+func notBefore(before time.Time) int64 {
+	s := before.Unix()
+	if before.After(time.Unix(s, 0)) {
+		s++
+	}
+	return s
+}
+
+// RevokeLink implements [Revoker]. Its row is cleared once the link has
+// expired, when another link is first used.
+func (s *store) RevokeLink(ctx context.Context, id string, until time.Time) error {
+	if id == "" {
+		return errors.New("revoke link: an ID is required")
+	}
+	err := s.inTx(ctx, func(t tx) error {
+		_, err := t.exec(`INSERT INTO revoked_links (id, until) VALUES (?, ?)
+			ON CONFLICT (id) DO UPDATE SET until = CASE
+				WHEN excluded.until > revoked_links.until THEN excluded.until ELSE revoked_links.until END`,
+			id, until.Unix())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("revoke link: %w", err)
+	}
+	return nil
 }
 
 // dvRow is a deliveries row.
@@ -1087,3 +1211,8 @@ func rangeText(r billing.Range) string {
 	}
 	return "bytes=" + strconv.FormatInt(r.First, 10) + "-" + strconv.FormatInt(r.Last, 10)
 }
+
+var (
+	_ Revoker = (*SQLite)(nil)
+	_ Revoker = (*Postgres)(nil)
+)

@@ -79,6 +79,14 @@ var ErrNotFound = errors.New("delivery not found")
 // ErrSettled is returned when a settled delivery is told of a response.
 var ErrSettled = errors.New("delivery already settled")
 
+// ErrLinkUsedUp refuses a request that would start a download with a link
+// whose uses are all spent. Open records nothing.
+var ErrLinkUsedUp = errors.New("link used up")
+
+// ErrLinkRevoked refuses a request whose link was revoked, by its ID or by a
+// revocation of its user (and video) after it was issued. Open records nothing.
+var ErrLinkRevoked = errors.New("link revoked")
+
 // Usage is a user's standing in one quota period.
 type Usage struct {
 	Period string `json:"period"`
@@ -180,6 +188,21 @@ type Ledger interface {
 	Close() error
 }
 
+// Revoker is a [Ledger] that keeps link revocations, which its Open then
+// enforces with [ErrLinkRevoked], in the same transaction that opens the
+// delivery: a revocation holds on every process sharing the ledger as soon as
+// it commits.
+type Revoker interface {
+	// RevokeLinks refuses every link of user issued before before; with
+	// video, only that video's links. A later revocation moves the time
+	// forward, never back. Links carry their issue time to the second, so a
+	// link issued in the same second as before is refused too.
+	RevokeLinks(ctx context.Context, user, video string, before time.Time) error
+	// RevokeLink refuses the link id. until is when the link expires anyway:
+	// the revocation is kept until then.
+	RevokeLink(ctx context.Context, id string, until time.Time) error
+}
+
 // Shared is a [Ledger] that several processes use at once. Its Recover settles
 // only the open deliveries whose rows no process has written (opened,
 // progressed or heartbeated) for StaleAfter, so that it is safe to call while
@@ -216,10 +239,37 @@ type OpenRequest struct {
 	Size int64
 	ETag string
 
+	// Link is the link the request came with; the zero Link when none.
+	Link Link
+
 	Country   string
 	ClientIP  string
 	RequestID string
 	At        time.Time
+}
+
+// Link is the link (a grant) a request comes with, as far as the ledger
+// checks it: Open refuses a revoked link, and a request that starts a download
+// spends one of its uses.
+type Link struct {
+	// ID identifies the link; "" = no link, nothing is checked or spent.
+	ID string
+	// IssuedAt is when the link was made (to the second); the zero time is an
+	// unknown time, before every revocation.
+	IssuedAt time.Time
+	// MaxUses is how many downloads the link may start; 0 = unlimited.
+	MaxUses int
+	// ExpiresAt is when the link stops working: its count of uses is kept
+	// until then.
+	ExpiresAt time.Time
+}
+
+// issued is the link's issue time in Unix seconds; 0 when unknown.
+func (l Link) issued() int64 {
+	if l.IssuedAt.IsZero() {
+		return 0
+	}
+	return l.IssuedAt.Unix()
 }
 
 // Opened is what Open decided.
@@ -356,6 +406,8 @@ func (r *OpenRequest) check() error {
 		return errors.New("open delivery: it needs an ID, a download ID, a user, a video and a period")
 	case !(r.Duration > 0) || math.IsInf(r.Duration, 0):
 		return errors.New("open delivery: unknown duration")
+	case r.Link.MaxUses < 0, r.Link.MaxUses > 0 && (r.Link.ID == "" || r.Link.ExpiresAt.IsZero()):
+		return errors.New("open delivery: a use-limited link needs an ID and an expiry")
 	}
 	if r.At.IsZero() {
 		r.At = time.Now()

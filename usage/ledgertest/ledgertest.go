@@ -69,6 +69,12 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 		{"Report", testReport},
 		{"PeriodsAreSeparate", testPeriods},
 		{"UnknownDelivery", testUnknown},
+		{"LinkUsesSpentByDownloads", func(t *testing.T, l usage.Ledger) { LinkUsesConcurrently(t, []usage.Ledger{l}) }},
+		{"LinkSegmentsAndResumesSpendNothing", testLinkSegmentsAndResumes},
+		{"RevokeByUser", testRevokeByUser},
+		{"RevokeByUserAndVideo", testRevokeByUserAndVideo},
+		{"RevokeByID", testRevokeByID},
+		{"RevocationIsSeenAtOnce", func(t *testing.T, l usage.Ledger) { RevocationAcrossLedgers(t, []usage.Ledger{l}) }},
 		{"Ping", func(t *testing.T, l usage.Ledger) {
 			if err := l.Ping(context.Background()); err != nil {
 				t.Fatalf("Ping: %v", err)
