@@ -24,6 +24,10 @@ const (
 	// SourceWritten: no acknowledgement is known; the count is 0 and callers
 	// bill the bytes written.
 	SourceWritten Source = "written"
+	// SourceCut: the connection was reset by [Conn.Cut]; the count is what
+	// the kernel had not sent yet (Linux SIOCOUTQNSD), which the reset
+	// discarded. What it had sent may still arrive, so it counts as delivered.
+	SourceCut Source = "cut"
 )
 
 // Listener is a net.Listener whose connections are [*Conn].
@@ -123,6 +127,43 @@ func (c *Conn) Close() error {
 		c.final.CompareAndSwap(nil, &reading{unacked: n, source: src})
 	}
 	return c.inner.Close()
+}
+
+// Cut ends a live connection so that nothing more of what was written reaches
+// the peer: it reads what the kernel has not sent yet and resets the
+// connection (SO_LINGER 0), which discards those bytes. After it, [Conn.Unacked]
+// returns that figure with [SourceCut]: bytes already sent may still arrive
+// and count as delivered, those never sent cannot. A server that stops a
+// response early (fenced, shutting down, the upstream failed) cuts it, or the
+// kernel would go on sending its send queue to a slow reader after the
+// delivery was settled, unbilled.
+//
+// It reports false, and leaves the connection as it is, when it cannot: not a
+// Linux TCP socket, or one the peer already closed or reset (then nothing more
+// will arrive anyway and the acknowledged figure stands).
+func (c *Conn) Cut() bool {
+	if c.final.Load() != nil {
+		return false
+	}
+	n, ok := c.sys.cut(&c.written)
+	if !ok {
+		return false
+	}
+	if !c.final.CompareAndSwap(nil, &reading{unacked: n, source: SourceCut}) {
+		return false
+	}
+	_ = c.inner.Close()
+	return true
+}
+
+// CutRequest cuts the connection that serves r ([Conn.Cut]) when r has it to
+// itself (HTTP/1.x); on HTTP/2 it does nothing and reports false.
+func CutRequest(r *http.Request) bool {
+	c, ok := FromContext(r.Context())
+	if !ok || !Exclusive(r) {
+		return false
+	}
+	return c.Cut()
 }
 
 // Read reads from the connection; reads are not counted.

@@ -93,6 +93,37 @@ func (s sysConn) read(written *atomic.Int64, tryInfo bool) (n int64, src Source,
 	return 0, SourceWritten, false
 }
 
+// cut arms an abortive close and reads the bytes written that the kernel has
+// not sent (SIOCOUTQNSD), on a connection that is still open both ways or
+// half-closed by the peer; ok is false otherwise. Linger is set first: from
+// then on, closing discards the queue, and the figure is read as late as
+// possible before the close.
+func (s sysConn) cut(written *atomic.Int64) (n int64, ok bool) {
+	if s.raw == nil {
+		return 0, false
+	}
+	var (
+		unsent int
+		live   bool
+		ierr   error
+	)
+	err := s.raw.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil || (info.State != unix.BPF_TCP_ESTABLISHED && info.State != unix.BPF_TCP_CLOSE_WAIT) {
+			return
+		}
+		if err := unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+			return
+		}
+		live = true
+		unsent, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQNSD)
+	})
+	if err != nil || !live || ierr != nil {
+		return 0, false
+	}
+	return clamp(int64(unsent), written.Load()), true
+}
+
 func clamp(n, hi int64) int64 {
 	return min(max(n, 0), hi)
 }

@@ -655,3 +655,95 @@ func TestUnread(t *testing.T) {
 type wrapped struct{ net.Conn }
 
 func (w wrapped) NetConn() net.Conn { return w.Conn }
+
+// TestCut stalls a client with megabytes queued for it, then ends the
+// connection. A plain close lets the kernel send the whole queue after the last
+// figure was read, so the client receives more than was counted; a cut resets
+// the connection instead, and the client receives exactly what Cut counted as
+// delivered.
+func TestCut(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := Listen(ln)
+			defer l.Close()
+			client := dial(t, ln.Addr().String())
+			s, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := s.(*Conn)
+			client.Write([]byte("x")) // the server side has received something
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			stall(t, c)
+			waitStall(t, c)
+			if cut {
+				if !c.Cut() {
+					t.Fatal("Cut of a live connection reported false")
+				}
+			} else if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			unacked, src := c.Unacked()
+			counted := c.Written() - unacked
+			received, _ := io.Copy(io.Discard, client) // to the FIN, or to the reset
+			t.Logf("written %d, counted %d (%s), received %d", c.Written(), counted, src, received)
+			if cut {
+				if src != SourceCut || received != counted {
+					t.Errorf("received %d after a cut, counted %d (%q); want them equal, %q", received, counted, src, SourceCut)
+				}
+				if c.Cut() {
+					t.Error("a second Cut reported true")
+				}
+				return
+			}
+			// Without a cut the queue reaches the client after the figure was taken.
+			if received <= counted {
+				t.Errorf("received %d after a close, counted %d: the gap a cut closes did not show", received, counted)
+			}
+		})
+	}
+}
+
+// TestCutAfterPeerReset leaves a connection the peer reset alone: nothing more
+// can arrive, and the acknowledged figure stands.
+func TestCutAfterPeerReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listen(ln)
+	defer l.Close()
+	client := dial(t, ln.Addr().String())
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.(*Conn)
+	client.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	stall(t, c)
+	waitStall(t, c)
+	before, _ := c.Unacked()
+	if err := client.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	client.Close() // a reset: the client's unread bytes are discarded
+	poll(t, "the reset reached the server", func() bool {
+		_, err := c.Write([]byte("y"))
+		return err != nil
+	})
+	if c.Cut() {
+		t.Fatal("Cut of a reset connection reported true")
+	}
+	if after, src := c.Unacked(); src != SourceTCPInfo || after < before {
+		t.Errorf("unacked %d (%q) after the reset, %d before; want at least as many, %q", after, src, before, SourceTCPInfo)
+	}
+}

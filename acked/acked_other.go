@@ -17,6 +17,8 @@ func (sysConn) unacked(*atomic.Int64) (int64, Source, bool) {
 	return 0, SourceWritten, false
 }
 
+func (sysConn) cut(*atomic.Int64) (int64, bool) { return 0, false }
+
 func unread(net.Conn) (int64, bool) { return 0, false }
 
 func drain(net.Conn, int64) (int64, bool) { return 0, false }
