@@ -126,3 +126,24 @@ func (c *Config) Meter() (usage.MeterConfig, error) {
 		CheckpointEvery: c.Metering.CheckpointEvery,
 	}, nil
 }
+
+// Webhook is the webhook verifier's configuration; ok is false when no
+// secret is configured and the webhook route stays off. The caller adds the
+// clock and, for several replicas, a shared replay cache.
+func (c *Config) Webhook() (wc stream.WebhookConfig, ok bool) {
+	for _, s := range c.Stream.WebhookSecrets {
+		wc.Secrets = append(wc.Secrets, s.Bytes())
+	}
+	return wc, len(wc.Secrets) > 0
+}
+
+// AutoEnable are the download types a video-ready webhook enables.
+func (c *Config) AutoEnable() []stream.DownloadType {
+	var ts []stream.DownloadType
+	for _, t := range c.Downloads.AutoEnable {
+		if dt, err := stream.ParseDownloadType(t); err == nil {
+			ts = append(ts, dt)
+		}
+	}
+	return ts
+}

@@ -39,11 +39,12 @@ type Config struct {
 	// values of DefaultPlanSettings. Default: one plan, "free".
 	Plans Plans `yaml:"plans"`
 
-	Metering Metering `yaml:"metering"`
-	Ledger   Ledger   `yaml:"ledger"`
-	Redis    Redis    `yaml:"redis"`
-	Log      Log      `yaml:"log"`
-	Admin    Admin    `yaml:"admin"`
+	Downloads Downloads `yaml:"downloads"`
+	Metering  Metering  `yaml:"metering"`
+	Ledger    Ledger    `yaml:"ledger"`
+	Redis     Redis     `yaml:"redis"`
+	Log       Log       `yaml:"log"`
+	Admin     Admin     `yaml:"admin"`
 }
 
 // Stream is how streamgate reaches Cloudflare Stream and signs its tokens.
@@ -72,6 +73,11 @@ type Stream struct {
 	// VideoCacheTTL is how long video details (duration, readiness) from the
 	// Stream API are cached. Default 30s.
 	VideoCacheTTL time.Duration `yaml:"video_cache_ttl"`
+	// WebhookSecrets verify Stream's video webhooks on POST /hooks/stream: the
+	// secret PUT .../stream/webhook returned. A signature made with any of them
+	// is accepted, so a secret rotates by adding the new one first. None keeps
+	// the route off. Default none.
+	WebhookSecrets []Secret `yaml:"webhook_secrets"`
 	// EgressRules are the access rules put into proxy-mode tokens, which Stream
 	// evaluates against streamgate's own egress address, not the end user's. At
 	// most stream.MaxAccessRules. YAML keys: type, action, country, ip.
@@ -229,6 +235,14 @@ func (p *Plan) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	*p = Plan(v)
 	return nil
+}
+
+// Downloads is what the gateway does to videos' downloads by itself.
+type Downloads struct {
+	// AutoEnable are the download types (default, audio) enabled through the
+	// Stream API when a signed webhook says a video is ready; needs
+	// stream.webhook_secrets. Default none.
+	AutoEnable []string `yaml:"auto_enable"`
 }
 
 // Metering is how downloads are billed.

@@ -2,7 +2,10 @@ package config
 
 import (
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 func TestPlanMaxBytesPerSecond(t *testing.T) {
@@ -40,6 +43,65 @@ func TestPlanMaxBytesPerSecond(t *testing.T) {
 			}
 			if got := c.Plans["free"].MaxBytesPerSecond; got != tt.want {
 				t.Errorf("max_bytes_per_second = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAutoEnable(t *testing.T) {
+	secrets := "stream:\n  webhook_secrets: [{value: whsec}, {env: HOOK_SECRET}]\n"
+	tests := []struct {
+		name     string
+		yml      string
+		problems []string
+		want     []stream.DownloadType
+		hook     bool
+	}{
+		{name: "off by default", yml: ""},
+		{name: "both types", yml: secrets + "downloads:\n  auto_enable: [default, audio]\n",
+			want: []stream.DownloadType{stream.Default, stream.Audio}, hook: true},
+		{name: "secrets alone acknowledge webhooks", yml: secrets, hook: true},
+		{name: "auto_enable without a secret", yml: "downloads:\n  auto_enable: [default]\n",
+			problems: []string{"downloads.auto_enable"}},
+		{name: "unknown and repeated types", yml: secrets + "downloads:\n  auto_enable: [hls, audio, audio]\n",
+			problems: []string{"downloads.auto_enable[0]", "downloads.auto_enable[2]"}},
+		{name: "a secret that does not resolve", yml: "stream:\n  webhook_secrets: [{env: UNSET_SECRET}]\n",
+			problems: []string{"stream.webhook_secrets[0]"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := goodEnv()
+			e["HOOK_SECRET"] = "second-secret"
+			// The stream section of minimalYAML is merged by hand: YAML keys
+			// may not repeat.
+			yml := minimalYAML
+			if s, ok := strings.CutPrefix(tt.yml, "stream:\n"); ok {
+				yml = strings.Replace(minimalYAML, "stream:\n", "stream:\n"+s[:strings.Index(s, "\n")+1], 1) + s[strings.Index(s, "\n")+1:]
+			} else {
+				yml += tt.yml
+			}
+			c, err := Parse([]byte(yml), e.get)
+			if tt.problems != nil {
+				if err == nil {
+					t.Fatal("Parse: got nil error")
+				}
+				if keys := problemKeys(t, err); !slices.Equal(keys, tt.problems) {
+					t.Fatalf("problem keys = %v, want %v", keys, tt.problems)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := c.AutoEnable(); !slices.Equal(got, tt.want) {
+				t.Errorf("AutoEnable() = %v, want %v", got, tt.want)
+			}
+			wc, ok := c.Webhook()
+			if ok != tt.hook {
+				t.Fatalf("Webhook() ok = %v, want %v", ok, tt.hook)
+			}
+			if ok && (len(wc.Secrets) != 2 || string(wc.Secrets[0]) != "whsec" || string(wc.Secrets[1]) != "second-secret") {
+				t.Errorf("Webhook() secrets are not the two configured")
 			}
 		})
 	}

@@ -95,6 +95,7 @@ func (c *Config) Validate(getenv func(string) string) error {
 	c.validateLinks(p, getenv)
 	c.validatePolicy(p)
 	c.validatePlans(p)
+	c.validateDownloads(p, getenv)
 
 	p.oneOf("metering.mode", c.Metering.Mode, meteringModes)
 	p.positive("metering.resume_window", c.Metering.ResumeWindow)
@@ -114,6 +115,28 @@ func (c *Config) Validate(getenv func(string) string) error {
 		return p.list
 	}
 	return nil
+}
+
+// validateDownloads checks auto_enable and resolves the webhook secrets it
+// depends on.
+func (c *Config) validateDownloads(p *problems, getenv func(string) string) {
+	for i := range c.Stream.WebhookSecrets {
+		p.secret(index("stream.webhook_secrets", i), &c.Stream.WebhookSecrets[i], getenv)
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Downloads.AutoEnable {
+		key := index("downloads.auto_enable", i)
+		switch _, err := stream.ParseDownloadType(t); {
+		case err != nil:
+			p.addf(key, "%q: want default or audio", t)
+		case seen[t]:
+			p.addf(key, "%q given twice", t)
+		}
+		seen[t] = true
+	}
+	if len(c.Downloads.AutoEnable) > 0 && len(c.Stream.WebhookSecrets) == 0 {
+		p.addf("downloads.auto_enable", "needs stream.webhook_secrets: only a signed webhook enables downloads")
+	}
 }
 
 func (c *Config) validateLedger(p *problems, getenv func(string) string) {
