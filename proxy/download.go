@@ -203,24 +203,31 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		if dv == nil {
 			return
 		}
+		var outcome usage.Outcome
 		switch {
 		case !up.headersOK:
 			dv.Abort(up.failure())
+			return
 		case finished:
-			// The body is written; its tail may still be on its way. Wait while
-			// the client keeps acknowledging, so a complete download is billed
-			// complete.
-			s.awaitAcked(r, mw)
-			_, _ = dv.Finish(usage.Complete)
+			outcome = usage.Complete
 		case errors.Is(context.Cause(ctx), ErrShutdown):
-			_, _ = dv.Finish(usage.Shutdown)
+			outcome = usage.Shutdown
 		case mw.fenced:
-			_, _ = dv.Finish(usage.Fenced)
+			outcome = usage.Fenced
 		case ctx.Err() != nil, mw.clientGone:
-			_, _ = dv.Finish(usage.ClientGone)
+			outcome = usage.ClientGone
 		default:
-			_, _ = dv.Finish(usage.UpstreamFailed)
+			outcome = usage.UpstreamFailed
 		}
+		// The body is written; its tail may still be on its way. Wait while the
+		// client keeps acknowledging, so a complete download is billed complete.
+		// A body stopped early, or a tail the client stopped taking, is cut:
+		// the delivery settles on what the client was sent, and the kernel must
+		// not go on sending the rest of its queue to a slow reader afterwards.
+		if outcome != usage.Complete || !s.awaitAcked(r, mw) {
+			acked.CutRequest(r)
+		}
+		_, _ = dv.Finish(outcome)
 	}()
 	s.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, upstreamKey, up)))
 	finished = true
@@ -241,9 +248,9 @@ var _ delivery = (*usage.Delivery)(nil)
 
 // awaitAcked waits, after a body was written in full, until the client has
 // acknowledged all of it, for as long as it keeps acknowledging more within
-// ackIdle, or the request ends. Without it the tail still in flight at the
-// last write would go unbilled.
-func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
+// ackIdle, or the request ends, and reports whether it did. Without it the
+// tail still in flight at the last write would go unbilled.
+func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) bool {
 	_ = http.NewResponseController(mw.ResponseWriter).Flush()
 	written := mw.written.Load()
 	last, _ := acked.ForRequest(r, written)
@@ -257,10 +264,10 @@ func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
 		select {
 		case <-r.Context().Done():
 			t.Stop()
-			return
+			return false
 		case <-idle.C:
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		pause = min(2*pause, ackPoll)
@@ -269,6 +276,7 @@ func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) {
 			idle.Reset(ackIdle)
 		}
 	}
+	return true
 }
 
 // How long the end of a download waits for acknowledgements to progress, and

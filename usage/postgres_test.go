@@ -276,10 +276,11 @@ func BenchmarkPostgresDeliveries(b *testing.B) {
 	ledgertest.Bench(b, l)
 }
 
-// TestPostgresGroupCommit is TestSQLiteGroupCommit on PostgreSQL, where a
-// failed statement aborts the transaction until it rolls back to a savepoint.
+// TestPostgresGroupCommit is TestSQLiteGroupCommit on PostgreSQL with
+// GroupCommit, where a failed statement aborts the transaction until it rolls
+// back to a savepoint.
 func TestPostgresGroupCommit(t *testing.T) {
-	l := openPostgres(t, freshSchema(t))
+	l := openPostgres(t, freshSchema(t), usage.GroupCommit(1))
 	ledgertest.FailuresAreTheirOwn(t, l)
 	commits, writes := l.Commits()
 	if commits == 0 || writes <= commits {

@@ -156,9 +156,8 @@ func (t tx) query(query string, args ...any) (*sql.Rows, error) {
 // waiting caller, so no goroutine runs when the ledger is idle and no caller
 // leads for longer than its own transaction plus one more.
 //
-// One group runs at a time per process: SQLite has one writer anyway, and on
-// PostgreSQL two groups of one process would take the row locks of unrelated
-// downloads in opposite orders and deadlock each other.
+// On SQLite one group runs at a time: SQLite has one writer anyway. On
+// PostgreSQL every write runs alone by default, concurrently (GroupCommit).
 
 // maxGroup is the most writes one transaction takes.
 const maxGroup = 64
@@ -178,10 +177,10 @@ type written struct {
 
 // group is the queue of writes waiting for the next transaction.
 type group struct {
-	mu      sync.Mutex
-	queue   []*write
+	mu    sync.Mutex
+	queue []*write
 	// leaders is how many groups are running; lanes is the most that may
-	// (0 means 1).
+	// run at once (0 means 1).
 	leaders, lanes int
 	// commits and writes count transactions and the writes they held.
 	commits, writes atomic.Int64
@@ -203,10 +202,11 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 	w := &write{ctx: ctx, fn: contained(fn), done: make(chan written, 1)}
 	g := &s.group
 	g.mu.Lock()
-	g.queue = append(g.queue, w)
 	lead := g.leaders < max(g.lanes, 1)
 	if lead {
 		g.leaders++
+	} else {
+		g.queue = append(g.queue, w)
 	}
 	g.mu.Unlock()
 	if !lead {
@@ -215,7 +215,7 @@ func (s *store) inTx(ctx context.Context, fn func(t tx) error) error {
 			return r.err
 		}
 	}
-	s.lead()
+	s.lead(w)
 	return (<-w.done).err
 }
 
@@ -233,13 +233,14 @@ func contained(fn func(t tx) error) func(t tx) error {
 	}
 }
 
-// lead runs one group, then hands the lead on to the oldest waiting write's
-// caller, or gives it up when none waits.
-func (s *store) lead() {
+// lead runs one group, w first, then hands the lead on to the oldest waiting
+// write's caller, or gives it up when none waits. The write handed the lead
+// leaves the queue with it, so no other group takes it meanwhile.
+func (s *store) lead(w *write) {
 	g := &s.group
 	g.mu.Lock()
-	n := min(len(g.queue), maxGroup)
-	batch := g.queue[:n:n]
+	n := min(len(g.queue), maxGroup-1)
+	batch := append([]*write{w}, g.queue[:n]...)
 	g.queue = g.queue[n:]
 	g.mu.Unlock()
 
@@ -256,6 +257,7 @@ func (s *store) lead() {
 		return
 	}
 	next := g.queue[0]
+	g.queue = g.queue[1:]
 	g.mu.Unlock()
 	next.done <- written{lead: true}
 }
