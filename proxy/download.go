@@ -162,12 +162,13 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 			Type:         dl.typ,
 			Duration:     info.Video.Duration,
 			Range:        rg,
+			Link:         linkOf(dl.id),
 			Country:      country,
 			ClientIP:     addrString(ip),
 			RequestID:    ri.id,
 		})
 		if err != nil {
-			return s.quotaError(err)
+			return s.startRefused(err, dl.id)
 		}
 		dv = d
 	}

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -19,15 +21,23 @@ import (
 type linkRequest struct {
 	Type     string `json:"type"`
 	Filename string `json:"filename"`
+	// MaxUses limits the downloads the link may start; absent = unlimited.
+	MaxUses *int `json:"max_uses"`
 }
 
 type linkResponse struct {
+	// ID names a proxy-mode link, for its revocation; direct links have none.
+	ID        string `json:"id,omitempty"`
 	URL       string `json:"url"`
 	ExpiresAt string `json:"expires_at"`
 	Type      string `json:"type"`
 	Filename  string `json:"filename,omitempty"`
 	Mode      string `json:"mode"`
+	MaxUses   int    `json:"max_uses,omitempty"`
 }
+
+// MaxLinkUses is the largest max_uses a link request may ask for.
+const MaxLinkUses = 1000
 
 // maxLinkBody bounds the JSON body of a link request.
 const maxLinkBody = 4 << 10
@@ -55,6 +65,10 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 			return badRequest("bad_type", "type must be default or audio")
 		}
 	}
+	maxUses, err := s.linkUses(req.MaxUses)
+	if err != nil {
+		return err
+	}
 	if req.Filename != "" {
 		// MY_VIDEO.mp4 (Stream's own example) is taken as MY_VIDEO: the link and
 		// the Stream URL carry the name without the extension Stream appends.
@@ -79,7 +93,7 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 	}
 	now := s.now()
 	exp := now.Add(s.cfg.LinkTTL)
-	var link string
+	var link, linkID string
 	if s.cfg.LinkMode == "direct" {
 		// The link is made before it is billed, so a link that cannot be made
 		// costs nothing.
@@ -97,12 +111,18 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 			}
 		}
 	} else {
-		link, err = s.proxyLink(ip, id, planName, uid, typ, req.Filename, exp)
+		linkID = rand.Text()
+		link, err = s.proxyLink(ip, auth.Grant{
+			User: id.UserID, Plan: planName, Video: uid, Type: typ, Filename: req.Filename,
+			ExpiresAt: exp, Session: linkID, IssuedAt: now, MaxUses: maxUses,
+		})
 	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, linkResponse{
+		ID:        linkID,
+		MaxUses:   maxUses,
 		URL:       link,
 		ExpiresAt: exp.UTC().Format(time.RFC3339),
 		Type:      string(typ),
@@ -112,8 +132,64 @@ func (s *Server) handleCreateLink(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-func (s *Server) proxyLink(ip netip.Addr, id auth.Identity, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
-	g := auth.Grant{User: id.UserID, Plan: plan, Video: uid, Type: typ, Filename: filename, ExpiresAt: exp}
+// linkUses checks a link request's max_uses: absent is 0, unlimited; else 1
+// to MaxLinkUses, in proxy mode only.
+func (s *Server) linkUses(n *int) (int, error) {
+	switch {
+	case n == nil:
+		return 0, nil
+	case *n < 1 || *n > MaxLinkUses:
+		return 0, errBadMaxUses()
+	case s.cfg.LinkMode == "direct":
+		return 0, badRequest("bad_max_uses",
+			"max_uses needs links in proxy mode: in direct mode Stream serves the link and the gateway never sees its downloads")
+	}
+	return *n, nil
+}
+
+func errBadMaxUses() *Error {
+	return badRequest("bad_max_uses", fmt.Sprintf("max_uses must be an integer from 1 to %d", MaxLinkUses))
+}
+
+// errLinkUsedUp refuses a download a link of maxUses uses would start.
+func errLinkUsedUp(maxUses int) *Error {
+	return forbidden("link_used_up",
+		fmt.Sprintf("this link allowed %d download(s), and all have been used; ask for a new link", maxUses),
+		map[string]any{"max_uses": maxUses})
+}
+
+func errLinkRevoked() *Error {
+	return forbidden("link_revoked", "this link has been revoked; ask for a new link", nil)
+}
+
+// startRefused maps a delivery the ledger refused to open: a link used up or
+// revoked, else quotaError's quota and ledger failures.
+func (s *Server) startRefused(err error, id auth.Identity) error {
+	switch {
+	case errors.Is(err, usage.ErrLinkUsedUp):
+		n := 0
+		if id.Grant != nil {
+			n = id.Grant.MaxUses
+		}
+		return errLinkUsedUp(n)
+	case errors.Is(err, usage.ErrLinkRevoked):
+		return errLinkRevoked()
+	}
+	return s.quotaError(err)
+}
+
+// linkOf is the link a download request came with, as the ledger checks and
+// counts it; the zero Link for a request without a grant.
+func linkOf(id auth.Identity) usage.Link {
+	g := id.Grant
+	if g == nil {
+		return usage.Link{}
+	}
+	return usage.Link{ID: g.ID(), IssuedAt: g.IssuedAt, MaxUses: g.MaxUses, ExpiresAt: g.ExpiresAt}
+}
+
+// proxyLink signs g, bound to ip with bind_ip, into a link to the gateway.
+func (s *Server) proxyLink(ip netip.Addr, g auth.Grant) (string, error) {
 	if s.cfg.BindIP {
 		g.IP = ip
 	}
@@ -122,9 +198,9 @@ func (s *Server) proxyLink(ip netip.Addr, id auth.Identity, plan, uid string, ty
 		return "", err
 	}
 	u := *s.public
-	u.Path = u.Path + "/dl/" + tok + "/" + typ.File()
-	if filename != "" {
-		u.RawQuery = "filename=" + filename
+	u.Path = u.Path + "/dl/" + tok + "/" + g.Type.File()
+	if g.Filename != "" {
+		u.RawQuery = "filename=" + g.Filename
 	}
 	return u.String(), nil
 }
@@ -197,7 +273,13 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		pe := badRequest("bad_body", "the body must be a JSON object with optional type and filename")
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "max_uses" {
+			pe := errBadMaxUses()
+			pe.Cause = err
+			return pe
+		}
+		pe := badRequest("bad_body", "the body must be one JSON object of the documented fields")
 		pe.Cause = err
 		return pe
 	}

@@ -701,16 +701,8 @@ func (s *store) RevokeLinks(ctx context.Context, user, video string, before time
 	return nil
 }
 
-// notBefore is the earliest issue time, in Unix seconds, of a link a
-// revocation at before spares: a link issued within before's second may have
-// been issued before it.
-func notBefore(before time.Time) int64 {
-	s := before.Unix()
-	if before.After(time.Unix(s, 0)) {
-		s++
-	}
-	return s
-}
+// notBefore is RevokedBefore(before) in Unix seconds.
+func notBefore(before time.Time) int64 { return RevokedBefore(before).Unix() }
 
 // RevokeLink implements [Revoker]. Its row is cleared once the link has
 // expired, when another link is first used.

@@ -203,6 +203,17 @@ type Revoker interface {
 	RevokeLink(ctx context.Context, id string, until time.Time) error
 }
 
+// RevokedBefore is the earliest issue time of a link that a revocation at t
+// spares: t rounded up to a whole second, since a link issued within t's
+// second, carrying only that second, may have been issued before t.
+func RevokedBefore(t time.Time) time.Time {
+	s := time.Unix(t.Unix(), 0).UTC()
+	if t.After(s) {
+		s = s.Add(time.Second)
+	}
+	return s
+}
+
 // Shared is a [Ledger] that several processes use at once. Its Recover settles
 // only the open deliveries whose rows no process has written (opened,
 // progressed or heartbeated) for StaleAfter, so that it is safe to call while
