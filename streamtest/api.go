@@ -191,7 +191,11 @@ func (e *Emulator) base(r *http.Request) string {
 
 // videoResult renders v. The caller holds e.mu.
 func (e *Emulator) videoResult(r *http.Request, v *video) videoJSON {
-	base := e.base(r)
+	return videoResultAt(e.base(r), v)
+}
+
+// videoResultAt renders v with URLs under the delivery origin base.
+func videoResultAt(base string, v *video) videoJSON {
 	name := v.Name
 	if name == "" {
 		name = v.UID

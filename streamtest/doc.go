@@ -60,6 +60,7 @@
 //	10007  400     enabling a download, video not ready    invented (documented: "once it is ready to view", Download video or audio; the refusal itself is not)
 //	10008  400     malformed /token body, bad accessRules  invented
 //	10009  404     GET downloads, none enabled (switch)    documented: Workers binding downloads.get() NotFound, "video or downloads not found"; the code is invented
+//	10010  404     GET /webhook with no subscription       invented
 //	971    429     API rate limit, with Retry-After        invented (the 429, Retry-After and five minutes are documented: Cloudflare API rate limits)
 //	7003   404     route that does not exist               invented
 //	7001   405     known route, wrong method               invented
@@ -109,6 +110,14 @@
 //     -1 is sent as -1, Stream's "not known yet".
 //   - The API rate limit is off unless Options.RateLimit is set; past it the answer is
 //     429 with Retry-After until the 5-minute window ends.
+//   - Webhooks: PUT /stream/webhook {"notificationUrl"} (http:// or https://, else
+//     400 code 10008) answers {notificationUrl, modified, secret}, the secret 32
+//     lowercase hex characters as documented; a later PUT keeps the secret. A
+//     video that becomes ready to stream (AddVideo) is posted once to the
+//     subscribed URL: its details as GET /stream/{uid} gives them, signed with
+//     Webhook-Signature: time=T,sig1=hex(HMAC-SHA256(secret, "T." + body))
+//     (documented: Use webhooks), T from Options.Now. No retries; no webhook for
+//     a video that fails, as the emulator has no failing videos.
 //
 // Delivery:
 //   - Only GET and HEAD; other methods are 405. Paths other than

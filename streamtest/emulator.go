@@ -147,11 +147,17 @@ type Emulator struct {
 	total        Stats
 	windows      map[string]*rateWindow
 	tokenKey     *tokenKey // the account's own key for POST /{uid}/token
+	hook         *webhookSub
+	hookLog      []WebhookDelivery
+	hooks        sync.WaitGroup // webhooks being sent
 }
 
 type video struct {
 	Video
 	created time.Time
+	// readySent is set once the video has been ready to stream, when its
+	// webhook went out (or would have, with none subscribed).
+	readySent bool
 }
 
 type dlKey struct {
@@ -225,7 +231,9 @@ func (e *Emulator) AccountID() string { return e.accountID }
 func (e *Emulator) APIToken() string { return e.apiToken }
 
 // AddVideo adds v, or replaces the settings of the video with the same UID (its
-// downloads, faults and stats are kept). It panics on a UID that is not 32
+// downloads, faults and stats are kept). A video that becomes ready to stream
+// (added ready, or replaced by a ready one) sends the subscribed webhook, once.
+// It panics on a UID that is not 32
 // lowercase hex characters, a mistake in the calling test.
 func (e *Emulator) AddVideo(v Video) {
 	if !isUID(v.UID) {
@@ -233,11 +241,17 @@ func (e *Emulator) AddVideo(v Video) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if old, ok := e.videos[v.UID]; ok {
+	old, ok := e.videos[v.UID]
+	if ok {
 		old.Video = v
-		return
+	} else {
+		old = &video{Video: v, created: e.now().UTC().Truncate(time.Second)}
+		e.videos[v.UID] = old
 	}
-	e.videos[v.UID] = &video{Video: v, created: e.now().UTC().Truncate(time.Second)}
+	if v.ReadyToStream && !old.readySent {
+		old.readySent = true
+		e.sendWebhook(old)
+	}
 }
 
 // SetDownloadReady creates the download of type t for video uid, already ready,

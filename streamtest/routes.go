@@ -34,6 +34,9 @@ func (e *Emulator) Handler() http.Handler {
 //	GET    /client/v4/accounts/{account}/stream/keys                    list signing keys
 //	POST   /client/v4/accounts/{account}/stream/keys                    create a signing key
 //	DELETE /client/v4/accounts/{account}/stream/keys/{id}               revoke a signing key
+//	PUT    /client/v4/accounts/{account}/stream/webhook                 subscribe a URL to video webhooks
+//	GET    /client/v4/accounts/{account}/stream/webhook                 the subscription and its secret
+//	DELETE /client/v4/accounts/{account}/stream/webhook                 unsubscribe
 func (e *Emulator) APIHandler() http.Handler {
 	return http.HandlerFunc(e.serveAPI)
 }
@@ -63,6 +66,17 @@ func (e *Emulator) route(w http.ResponseWriter, r *http.Request, rest []string) 
 		}
 	case rest[0] == "keys" && len(rest) == 2:
 		e.allow(w, r, m == http.MethodDelete, func(w http.ResponseWriter, r *http.Request) { e.deleteKey(w, r, rest[1]) })
+	case rest[0] == "webhook" && len(rest) == 1:
+		switch m {
+		case http.MethodPut:
+			e.putWebhook(w, r)
+		case http.MethodGet:
+			e.getWebhook(w, r)
+		case http.MethodDelete:
+			e.deleteWebhook(w, r)
+		default:
+			methodNotAllowed(w, r)
+		}
 	case len(rest) == 1:
 		e.allow(w, r, m == http.MethodGet, func(w http.ResponseWriter, r *http.Request) { e.getVideo(w, r, rest[0]) })
 	case len(rest) == 2 && rest[1] == "token":
