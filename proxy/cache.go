@@ -16,6 +16,8 @@ type tokenCache struct {
 	signer TokenSigner
 	ttl    time.Duration
 	now    func() time.Time
+	// rec counts the hits; the signer counts its mints itself.
+	rec Recorder
 
 	mu      sync.Mutex
 	entries map[string]cachedToken
@@ -32,8 +34,8 @@ const maxCachedTokens = 10000
 // nbfSkew puts nbf a little in the past, for clocks that disagree with Stream's.
 const nbfSkew = 30 * time.Second
 
-func newTokenCache(s TokenSigner, ttl time.Duration, now func() time.Time) *tokenCache {
-	return &tokenCache{signer: s, ttl: ttl, now: now, entries: map[string]cachedToken{}}
+func newTokenCache(s TokenSigner, ttl time.Duration, now func() time.Time, rec Recorder) *tokenCache {
+	return &tokenCache{signer: s, ttl: ttl, now: now, rec: rec, entries: map[string]cachedToken{}}
 }
 
 func (c *tokenCache) token(video string, rules []stream.AccessRule) (string, error) {
@@ -46,6 +48,7 @@ func (c *tokenCache) token(video string, rules []stream.AccessRule) (string, err
 	c.mu.Lock()
 	if e, ok := c.entries[key]; ok && e.expires.Sub(now) > c.ttl/2 {
 		c.mu.Unlock()
+		c.rec.TokenCacheHit()
 		return e.token, nil
 	}
 	c.mu.Unlock()

@@ -79,27 +79,40 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter records the status and counts the body bytes written.
+// statusWriter records the status and counts the body bytes written. A
+// download body (a 200 or 206 of a download route, not HEAD) counts as in
+// flight from its status line until the request ends.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	info   *requestInfo
+	rec    Recorder
+	head   bool
+	// ended ends the in-flight count of a download body; nil for other answers.
+	ended func()
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
-		w.status = code
+		w.answered(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.answered(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.info.bytes.Add(int64(n))
 	return n, err
+}
+
+func (w *statusWriter) answered(code int) {
+	w.status = code
+	if !w.head && (code == http.StatusOK || code == http.StatusPartialContent) && downloadRoutes[w.info.route] {
+		w.ended = w.rec.DownloadStarted()
+	}
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -112,13 +125,14 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.now()
 		ri := infoFrom(r.Context())
-		sw := &statusWriter{ResponseWriter: w, info: ri}
+		sw := &statusWriter{ResponseWriter: w, info: ri, rec: s.Metrics, head: r.Method == http.MethodHead}
 		defer func() {
 			status := sw.status
 			if status == 0 {
 				// Nothing was written: the client left before an answer.
 				status = 499
 			}
+			s.record(r, ri, sw, status)
 			lvl := zapcore.InfoLevel
 			switch {
 			case status >= 500 && status != 499:
@@ -159,6 +173,24 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// record counts the answer (route, status, in flight, refusals) and keeps
+// the refusal of a refused request for the admin API to look up.
+func (s *Server) record(r *http.Request, ri *requestInfo, sw *statusWriter, status int) {
+	if sw.ended != nil {
+		sw.ended()
+	}
+	s.Metrics.Request(ri.route, status)
+	if ri.err == nil {
+		return
+	}
+	if reason := refusalReason(ri.err.Type); reason != "" {
+		s.Metrics.Refused(reason)
+	}
+	if s.Refusals != nil && keepRefusal(ri, status) {
+		s.Refusals.Put(refusal(r, ri, ri.err, sw.Header(), s.now()))
+	}
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {

@@ -87,6 +87,22 @@ type ConcurrencyCap interface {
 	Acquire(key string, max int) (release func(), ok bool)
 }
 
+// Recorder counts what the handlers do, for the metrics ([metrics.Metrics]).
+// Its methods must not block.
+type Recorder interface {
+	// Request counts an answer by route pattern and status.
+	Request(route string, status int)
+	// DownloadStarted counts a download body in flight until done is called.
+	DownloadStarted() (done func())
+	// Refused counts a refusal by its policy: quota, rate, concurrency,
+	// country or auth.
+	Refused(reason string)
+	UpstreamLatency(time.Duration)
+	UpstreamTTFB(time.Duration)
+	TokenMinted()
+	TokenCacheHit()
+}
+
 // Plan is what a plan allows.
 type Plan struct {
 	// MinutesPerMonth is the quota of billable minutes per calendar month (UTC);
@@ -167,6 +183,12 @@ type Deps struct {
 	Now func() time.Time
 	// Transport overrides the upstream transport (tests).
 	Transport http.RoundTripper
+	// Metrics records requests, refusals, downloads in flight, upstream
+	// timings and token mints; nil records nothing.
+	Metrics Recorder
+	// Refusals keeps every refused request for the admin API to look up by
+	// request ID; nil keeps none.
+	Refusals RefusalStore
 }
 
 // Server serves streamgate's routes.
@@ -252,11 +274,16 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Country == nil {
 		d.Country = (*policy.CountryPolicy)(nil)
 	}
+	if d.Metrics == nil {
+		d.Metrics = noRecorder{}
+	}
+	d.Signer = mintCounter{TokenSigner: d.Signer, rec: d.Metrics}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
-	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now)
+	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now, d.Metrics)
 	s.pace = newPacer()
 	s.videos = newVideoCache(d.API, cfg.VideoCacheTTL, d.Now)
 	s.rp = s.newReverseProxy()
+	s.timeUpstream()
 	s.handler = s.middleware(s.routes())
 	return s, nil
 }
