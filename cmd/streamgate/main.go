@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(serveCmd(e), demoCmd(e), emulatorCmd(e), configCmd(e), usageCmd(e),
-		downloadsCmd(e), keysCmd(e), tokenCmd(e))
+		downloadsCmd(e), keysCmd(e), tokenCmd(e), linksCmd(e))
 	return root.ExecuteContext(ctx)
 }
 
