@@ -62,11 +62,11 @@ func TestFencingAcrossLedgerOutage(t *testing.T) {
 
 // TestFencingSlowReaders is the same outage with downloads paced by clients
 // that read slowly, so that when a replica fences a delivery its socket still
-// holds megabytes the client has not acknowledged.
+// holds megabytes the client has not acknowledged. A delivery the gateway
+// stops early resets its connection (acked.Cut), so that the kernel does not
+// go on sending that queue after the delivery settled; one whose body was all
+// written waits for the client's acknowledgements as it reads on.
 func TestFencingSlowReaders(t *testing.T) {
-	t.Skip("fails: a delivery settled while its client still reads what the gateway's socket holds (fenced, " +
-		"or finished while the ledger was away) counts what the client had acknowledged then; the kernel " +
-		"delivers the rest of the send queue afterwards, unbilled")
 	runFenceOutage(t, true)
 }
 
@@ -155,7 +155,16 @@ func runFenceOutage(t *testing.T, clientPaced bool) {
 		checkFenceLedger(t, db, f)
 	}
 	// The outage must have met live downloads, or the test proved nothing.
-	if cut == 0 {
+	// Slow readers may all finish, still reading while the ledger is away.
+	live := 0
+	for _, f := range fetches {
+		if f.first.last > stoppedAt.UnixMicro() {
+			live++
+		}
+	}
+	if clientPaced && live == len(fetches) {
+		t.Logf("%d of %d downloads still reading when the ledger went away", live, len(fetches))
+	} else if cut == 0 {
 		t.Errorf("no download was cut by the outage: every one of %d ran to its end while the ledger was away", len(fetches))
 	}
 	t.Logf("%d of %d downloads cut by the outage", cut, len(fetches))
