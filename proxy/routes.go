@@ -30,6 +30,11 @@ func (s *Server) routes() http.Handler {
 	// usage.go
 	handle("GET /v1/me/usage", s.portalEdges(s.handleUsage))
 
+	// hooks.go: Stream calls it, signed; no portal credential, no portal edges.
+	if s.Webhooks != nil {
+		handle("POST /hooks/stream", s.handleStreamHook)
+	}
+
 	// No route matched: a known path under another method is 405 with Allow.
 	handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return methodNotAllowed(mux, r)

@@ -153,6 +153,9 @@ type Config struct {
 	// one of these nor PublicURL's origin is refused as cross-site. Default none:
 	// only PublicURL's origin.
 	PortalOrigins []string
+	// AutoEnable are the download types a verified video-ready webhook
+	// enables (hooks.go); it needs Deps.Webhooks and Deps.Enabler. Default none.
+	AutoEnable []stream.DownloadType
 	// DefaultPlan names the plan of identities without one.
 	DefaultPlan string
 	Plans       map[string]Plan
@@ -179,6 +182,10 @@ type Deps struct {
 	// "ledger").
 	Checks map[string]Check
 	Log    *zap.Logger
+	// Webhooks verifies Stream's webhooks; nil leaves POST /hooks/stream off.
+	Webhooks WebhookVerifier
+	// Enabler enables downloads for Config.AutoEnable.
+	Enabler DownloadEnabler
 	// Now is the clock for tokens, grants and metering (default time.Now).
 	Now func() time.Time
 	// Transport overrides the upstream transport (tests).
@@ -228,6 +235,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	if d.Meter == nil {
 		problems = append(problems, errors.New("proxy: no meter"))
+	}
+	if len(cfg.AutoEnable) > 0 && (d.Webhooks == nil || d.Enabler == nil) {
+		problems = append(problems, errors.New("proxy: auto-enabling downloads needs a webhook verifier and an enabler"))
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
