@@ -209,10 +209,8 @@ func (s *Server) proxyLink(ip netip.Addr, g auth.Grant) (string, error) {
 // with bind_ip); see DirectRules.
 func (s *Server) directLink(country string, ip netip.Addr, plan, uid string, typ stream.DownloadType, filename string, exp time.Time) (string, error) {
 	rules := DirectRules(country, ip, s.cfg.BindIP, s.Country.Rules(plan))
-	now := s.now()
-	tok, err := s.Signer.Mint(stream.Claims{
-		Video: uid, NotBefore: now.Add(-nbfSkew), ExpiresAt: exp, Downloadable: true, AccessRules: rules,
-	}, now)
+	// The token is shared by every link with the same claims (tokens.go).
+	tok, _, err := s.links.token(uid, typ, rules, exp, s.now())
 	if err != nil {
 		return "", err
 	}

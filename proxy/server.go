@@ -209,6 +209,7 @@ type Server struct {
 	rp       http.Handler
 	tokens   *tokenCache
 	pace     *pacer
+	links    *linkTokens
 	videos   *videoCache
 	ready    readiness
 	handler  http.Handler
@@ -291,6 +292,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
 	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now, d.Metrics)
 	s.pace = newPacer()
+	s.links = newLinkTokens(d.Signer, cfg.LinkTTL, maxLinkTokens)
 	s.videos = newVideoCache(d.API, cfg.VideoCacheTTL, d.Now)
 	s.rp = s.newReverseProxy()
 	s.timeUpstream()
