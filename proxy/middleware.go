@@ -17,12 +17,12 @@ import (
 	"github.com/streamgate/streamgate/stream"
 )
 
-// The middleware order, outermost first: request ID → log → recover → request
-// edges (checkEdges, edges.go) → handler. Auth and limits run inside the
-// handlers, because which credential a route takes and which bucket it spends
-// differ per route.
+// The middleware order, outermost first: request ID → log → recover → drain
+// (refuseWhileDraining, health.go) → request edges (checkEdges, edges.go) →
+// handler. Auth and limits run inside the handlers, because which credential a
+// route takes and which bucket it spends differ per route.
 func (s *Server) middleware(h http.Handler) http.Handler {
-	return s.requestID(s.logRequests(s.recoverPanics(s.checkEdges(h))))
+	return s.requestID(s.logRequests(s.recoverPanics(s.refuseWhileDraining(s.checkEdges(h)))))
 }
 
 type ctxKey int
