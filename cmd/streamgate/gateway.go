@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +18,7 @@ import (
 	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/config"
+	"github.com/streamgate/streamgate/metrics"
 	"github.com/streamgate/streamgate/policy"
 	"github.com/streamgate/streamgate/proxy"
 	"github.com/streamgate/streamgate/stream"
@@ -35,7 +37,30 @@ type gateway struct {
 	cancel  context.CancelFunc
 	// reaped is closed when the ledger reaper has stopped.
 	reaped chan struct{}
+	// srv is the public routes, told to drain at shutdown.
+	srv     *proxy.Server
+	metrics *metrics.Metrics
+	// admin is the operators' listener (admin.listen); nil when none is
+	// configured. adminAddr is its address once Serve listens.
+	admin     *adminServer
+	adminAddr chan string
+	// refusals keeps refused requests for the admin API: in Redis when it is
+	// configured, else in this process.
+	refusals refusalStore
 }
+
+// refusalStore is where refusals are kept and looked up.
+type refusalStore interface {
+	proxy.RefusalStore
+	Get(ctx context.Context, requestID string) (proxy.Refusal, bool, error)
+}
+
+// Refusals are kept for a day, at most this many (per replica without Redis):
+// long enough to answer a user who writes in about a refusal the same day.
+const (
+	refusalTTL  = 24 * time.Hour
+	refusalKeep = 100_000
+)
 
 type gatewayOptions struct {
 	// Now replaces the clock (tests).
@@ -75,7 +100,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		now = time.Now
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g := &gateway{cfg: cfg, log: log, cancel: cancel}
+	g := &gateway{cfg: cfg, log: log, cancel: cancel, metrics: metrics.New(version), adminAddr: make(chan string, 1)}
 	// Whatever was opened before a failure is closed; g stays set, whatever the
 	// function returns.
 	defer func() {
@@ -88,7 +113,9 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if err != nil {
 		return nil, err
 	}
-	api, err := stream.NewClient(cfg.StreamClient())
+	sc := cfg.StreamClient()
+	sc.HTTPClient = &http.Client{Transport: g.metrics.StreamAPITransport(nil)}
+	api, err := stream.NewClient(sc)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +131,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 	if err != nil {
 		return nil, err
 	}
+	g.refusals = g.newRefusals(now)
 
 	srv, err := proxy.New(proxy.Config{
 		PublicURL:     cfg.PublicURL,
@@ -132,11 +160,21 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 			"stream_api": api.Ping,
 			"ledger":     g.ledger.Ping,
 		},
-		Log: log,
-		Now: now,
+		Log:      log,
+		Now:      now,
+		Metrics:  g.metrics,
+		Refusals: g.refusals,
 	})
 	if err != nil {
 		return nil, err
+	}
+	g.srv = srv
+	if cfg.Admin.Listen != "" {
+		g.admin = newAdmin(g.metrics, adminOptions{Token: cfg.Admin.Token.Bytes(), Log: log})
+		g.admin.Handle("GET /v1/admin/refusals/{request_id}", refusalLookup(g.refusals))
+		if rv, ok := g.ledger.(usage.Revoker); ok {
+			g.admin.Handle("POST /v1/admin/links/revoke", srv.AdminLinks(rv))
+		}
 	}
 	g.handler = srv
 	if opts.Wrap != nil {
@@ -267,8 +305,10 @@ func (g *gateway) newMeter(ctx, bg context.Context, cfg *config.Config, now func
 	if err != nil {
 		return nil, err
 	}
-	mc.Now, mc.Logger = now, g.log
-	meter := usage.NewMeter(g.ledger, mc)
+	mc.Now, mc.Logger, mc.OnSettle = now, g.log, g.metrics.Settled
+	// The meter's ledger calls are timed; g.ledger stays the ledger itself,
+	// for readiness and Close.
+	meter := usage.NewMeter(g.metrics.Ledger(g.ledger), mc)
 	// Whatever was open when the last process stopped is settled from its last
 	// checkpoint before anything new is reserved.
 	recovered, err := meter.Recover(ctx)
@@ -289,9 +329,39 @@ func (g *gateway) newMeter(ctx, bg context.Context, cfg *config.Config, now func
 	return meter, nil
 }
 
-// Serve listens on cfg.Listen (or ln) until ctx ends, then shuts down within the
-// grace period; downloads still running after it are cut off and settled.
+// newRefusals keeps refusals in Redis when it is configured, so that any
+// replica's admin API finds any refusal, else in this process.
+func (g *gateway) newRefusals(now func() time.Time) refusalStore {
+	if g.redis != nil {
+		return proxy.NewRedisRefusals(g.redis, g.cfg.Redis.KeyPrefix, refusalKeep, refusalTTL, g.log)
+	}
+	return proxy.NewMemoryRefusals(refusalKeep, refusalTTL, now)
+}
+
+// Serve listens on cfg.Listen (or ln), and on admin.listen when set, until ctx
+// ends; then it drains (see drain) and stops the admin listener last, so a
+// scrape during the drain still sees the last downloads settle.
 func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if g.admin != nil {
+		aln, err := net.Listen("tcp", g.cfg.Admin.Listen)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		adminErr := make(chan error, 1)
+		go func() { adminErr <- g.admin.Serve(aln) }()
+		g.adminAddr <- aln.Addr().String()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = g.admin.Shutdown(sctx)
+			if err := <-adminErr; err != nil {
+				g.log.Error("admin server", zap.Error(err))
+			}
+		}()
+	}
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", g.cfg.Listen); err != nil {
@@ -326,8 +396,30 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	g.log.Info("shutting down", zap.Duration("grace", g.cfg.ShutdownGrace))
-	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
+	return g.drain(hs, &running, cancelRequests)
+}
+
+// drain shuts the public server down without cutting a download that can
+// finish within shutdown_grace. At once, /readyz answers 503 and every new
+// request is refused (503, Connection: close) while the listener stays open,
+// so the load balancer sees the replica not ready rather than connections
+// refused; keep-alive connections close after their answer. When the running
+// requests have ended, or the grace period is over, the listener closes;
+// what still runs then is cut off (its requests' context ends with
+// proxy.ErrShutdown) and settled for what it delivered.
+func (g *gateway) drain(hs *http.Server, running *inflight, cancelRequests context.CancelCauseFunc) error {
+	start := time.Now()
+	g.log.Info("shutting down", zap.Duration("grace", g.cfg.ShutdownGrace), zap.Int64("requests", running.count()))
+	if g.srv != nil {
+		g.srv.Drain()
+	}
+	hs.SetKeepAlivesEnabled(false)
+	gctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
+	defer cancel()
+	running.idle(gctx)
+	// Whatever the drain left of the grace period (at least a moment, for the
+	// idle connections) lets the last answers go out.
+	sctx, cancel := context.WithTimeout(context.Background(), max(g.cfg.ShutdownGrace-time.Since(start), 100*time.Millisecond))
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	if err != nil {
@@ -347,6 +439,7 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = nil
 	}
+	g.log.Info("shut down", zap.Duration("took", time.Since(start)))
 	return err
 }
 
@@ -355,14 +448,35 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 const settleWait = 15 * time.Second
 
 // inflight counts the requests being served.
-type inflight struct{ wg sync.WaitGroup }
+type inflight struct {
+	wg sync.WaitGroup
+	n  atomic.Int64
+}
 
 func (f *inflight) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.wg.Add(1)
+		f.n.Add(1)
 		defer f.wg.Done()
+		defer f.n.Add(-1)
 		h.ServeHTTP(w, r)
 	})
+}
+
+func (f *inflight) count() int64 { return f.n.Load() }
+
+// idle waits until no request runs, or ctx ends. Probes and refusals during
+// the drain are requests too, but they end at once.
+func (f *inflight) idle(ctx context.Context) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for f.count() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // wait reports whether every request ended before ctx did.
@@ -412,6 +526,10 @@ func (g *gateway) Close() {
 	}
 	// The slots' renewal stops before the client it uses closes.
 	g.conc.Close()
+	// Queued refusals go to Redis before its client closes.
+	if rs, ok := g.refusals.(*proxy.RedisRefusals); ok {
+		rs.Close()
+	}
 	if g.redis != nil {
 		_ = g.redis.Close()
 	}
