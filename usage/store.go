@@ -383,12 +383,33 @@ func (s *store) alone(ctx context.Context, fn func(t tx) error) error {
 // on PostgreSQL, holds the key's row lock until the transaction ends: every
 // change to a download goes through it, so the requests of one download are
 // decided one at a time on every replica.
+//
+// SQLite runs one write transaction at a time, so there the key is only read:
+// an upsert would write its page again for nothing, and a key seen for the
+// first time is written when its first download is (setKey).
 func (t tx) lockKey(user, video string, typ stream.DownloadType) (string, error) {
 	var id string
+	if !t.s.pg {
+		err := t.row(`SELECT download_id FROM download_keys WHERE user_id = ? AND video = ? AND type = ?`,
+			user, video, string(typ)).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", nil
+		}
+		return id, err
+	}
 	err := t.row(`INSERT INTO download_keys (user_id, video, type) VALUES (?, ?, ?)
 		ON CONFLICT (user_id, video, type) DO UPDATE SET download_id = download_keys.download_id
 		RETURNING download_id`, user, video, string(typ)).Scan(&id)
 	return id, err
+}
+
+// setKey makes download id its key's current one, creating the key's row
+// when it has none yet (SQLite's lockKey does not).
+func (t tx) setKey(user, video string, typ stream.DownloadType, id string) error {
+	_, err := t.exec(`INSERT INTO download_keys (user_id, video, type, download_id) VALUES (?, ?, ?, ?)
+		ON CONFLICT (user_id, video, type) DO UPDATE SET download_id = excluded.download_id`,
+		user, video, string(typ), id)
+	return err
 }
 
 // dlRow is a downloads row.
@@ -578,8 +599,7 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			if err := t.insertDownload(d); err != nil {
 				return err
 			}
-			if _, err := t.exec(`UPDATE download_keys SET download_id = ? WHERE user_id = ? AND video = ? AND type = ?`,
-				d.id, req.User, req.Video, string(req.Type)); err != nil {
+			if err := t.setKey(req.User, req.Video, req.Type, d.id); err != nil {
 				return err
 			}
 		}
@@ -776,7 +796,8 @@ func (t tx) delivery(id string) (dvRow, error) {
 // lockDelivery reads delivery id under its download key's lock.
 func (t tx) lockDelivery(id string) (dvRow, error) {
 	dv, err := t.delivery(id)
-	if err != nil || (!dv.open && dv.Status != Recovered.String()) {
+	if err != nil || (!dv.open && dv.Status != Recovered.String()) || !t.s.pg {
+		// SQLite's transaction is the only writer: what it read stands.
 		return dv, err
 	}
 	if _, err := t.lockKey(dv.User, dv.Video, dv.Type); err != nil {
@@ -887,8 +908,7 @@ func (t tx) rehome(rule billing.Rule, dv dvRow, d dlRow, open []claimRow, r Resp
 	if err := t.insertDownload(nd); err != nil {
 		return d, nil, err
 	}
-	if _, err := t.exec(`UPDATE download_keys SET download_id = ? WHERE user_id = ? AND video = ? AND type = ?`,
-		nd.id, d.user, d.video, d.typ); err != nil {
+	if err := t.setKey(d.user, d.video, stream.DownloadType(d.typ), nd.id); err != nil {
 		return d, nil, err
 	}
 	if _, err := t.exec(`UPDATE deliveries SET download_id = ?, started = 1 WHERE id = ?`, nd.id, dv.DeliveryID); err != nil {
@@ -994,24 +1014,28 @@ func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, st
 	if source == "" {
 		source = dv.AckedSource
 	}
-	if _, err := t.exec(`UPDATE deliveries SET acked = ?, acked_source = ?, written = ?, stream_bytes = ?,
-			minutes_micro = minutes_micro + ?, stream_micro = ?, beat_at = ? WHERE id = ?`,
-		acked, source, max(p.Written, dv.Written), streamBytes, bill, streamM, at, id); err != nil {
-		return dv, err
-	}
+	// The row as it stands after, built here rather than read back.
+	out := dv
+	out.Acked, out.AckedSource, out.Written, out.StreamBytes = acked, source, max(p.Written, dv.Written), streamBytes
+	out.minutes, out.streamM, out.beatAt, out.Size = dv.minutes+bill, streamM, at, d.state.Size
+	out.Minutes, out.StreamMinutes = fromMicro(out.minutes), fromMicro(out.streamM)
 	switch {
 	case topUp:
-		if _, err := t.exec(`UPDATE deliveries SET reason = ? WHERE id = ?`,
-			dv.Reason+"; its owner billed the rest when it settled ("+st.Outcome.String()+")", id); err != nil {
-			return dv, err
-		}
+		out.Reason = dv.Reason + "; its owner billed the rest when it settled (" + st.Outcome.String() + ")"
 	case st != nil:
-		if _, err := t.exec(`UPDATE deliveries SET status = ?, reason = ?, settled_at = ? WHERE id = ?`,
-			st.Outcome.String(), st.Reason, at, id); err != nil {
-			return dv, err
-		}
+		out.Status, out.Reason, out.SettledAt, out.open = st.Outcome.String(), st.Reason, time.UnixMicro(at).UTC(), false
 	}
-	return t.delivery(id)
+	var settledAt sql.NullInt64
+	if !out.open {
+		settledAt = sql.NullInt64{Int64: out.SettledAt.UnixMicro(), Valid: true}
+	}
+	if _, err := t.exec(`UPDATE deliveries SET acked = ?, acked_source = ?, written = ?, stream_bytes = ?,
+			minutes_micro = ?, stream_micro = ?, beat_at = ?, status = ?, reason = ?, settled_at = ? WHERE id = ?`,
+		out.Acked, out.AckedSource, out.Written, out.StreamBytes, out.minutes, out.streamM, at, out.Status, out.Reason,
+		settledAt, id); err != nil {
+		return dv, err
+	}
+	return out, nil
 }
 
 // Charge implements [Ledger].
