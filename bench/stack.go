@@ -271,7 +271,7 @@ func New(ctx context.Context, opts Options) (st *Stack, err error) {
 	hs.MaxHeaderBytes = 64 << 10
 	hs.ErrorLog = zap.NewStdLog(log.Named("http"))
 	hs.ConnContext = acked.ConnContext
-	st.gwSrv.Listener = acked.Listen(st.gwSrv.Listener)
+	st.gwSrv.Listener = acked.Listen(streamtest.RealMSS(st.gwSrv.Listener))
 	st.gwSrv.Start()
 	return st, nil
 }

@@ -24,8 +24,16 @@ func Server(h http.Handler) *http.Server {
 // segment, and what a receiver that went away never acknowledged, though its
 // socket had it, stays as small as it would be across a network.
 func Listen(ln net.Listener) net.Listener {
+	return acked.Listen(RealMSS(ln))
+}
+
+// RealMSS gives the connections ln accepts the segment size of a real network
+// path, as [Listen] does, and returns ln: for a gateway under test, which wraps
+// its listener itself, so that what a client that leaves never acknowledged is
+// no more than it would be across a network.
+func RealMSS(ln net.Listener) net.Listener {
 	setMSS(ln, realMSS)
-	return acked.Listen(ln)
+	return ln
 }
 
 // realMSS is the segment size of a path with a 1500-byte MTU.

@@ -265,6 +265,7 @@ func startGateway(t *testing.T, se *streamEnv, o gwOptions) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln = streamtest.RealMSS(ln)
 	// Listening on 127.0.0.1 accepts clients bound to any 127.0.0.x address.
 	dir := t.TempDir()
 	path := se.writeConfig(t, dir, ln.Addr().String(), o)
