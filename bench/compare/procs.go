@@ -32,6 +32,8 @@ type proc struct {
 	cmd  *exec.Cmd
 	// tree counts the process's children (nginx's workers) with it.
 	tree bool
+	// exited is closed once the one goroutine that waits for the process has.
+	exited chan struct{}
 }
 
 // stop ends the process and waits for it.
@@ -40,13 +42,11 @@ func (p *proc) stop() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 }
 
@@ -173,8 +173,8 @@ func start(ctx context.Context, dir, name, base string, tree bool, cmd *exec.Cmd
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, url: base, cmd: cmd, tree: tree}
-	go func() { _ = cmd.Wait(); logf.Close() }()
+	p := &proc{name: name, url: base, cmd: cmd, tree: tree, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.exited) }()
 	if err := waitUp(ctx, base+"/", p); err != nil {
 		p.stop()
 		return nil, err
