@@ -381,6 +381,9 @@ func TestDrainCutsAtGrace(t *testing.T) {
 		got <- n + 0
 	}()
 	time.Sleep(300 * time.Millisecond)
+	if n, _ := metricValue(t, curl(t, gw.admin+"/metrics"), "streamgate_downloads_in_flight"); n != 1 {
+		t.Errorf("streamgate_downloads_in_flight = %v during the download, want 1", n)
+	}
 	start := time.Now()
 	if err := gw.stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
