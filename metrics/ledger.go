@@ -15,7 +15,9 @@ var ledgerOps = []string{
 	"open", "respond", "progress", "settle", "charge", "heartbeat", "recover", "usage", "report", "ping",
 }
 
-func isRefusal(err error) bool { return errors.Is(err, usage.ErrQuotaExceeded) }
+func isRefusal(err error) bool {
+	return errors.Is(err, usage.ErrQuotaExceeded) || errors.Is(err, usage.ErrLinkUsedUp) || errors.Is(err, usage.ErrLinkRevoked)
+}
 
 // Ledger returns l with every call timed into streamgate_ledger_call_duration_seconds
 // and its failures counted. A [usage.Shared] ledger stays Shared, so the meter
