@@ -436,3 +436,37 @@ func ledgerRows(t *testing.T, path, user string) []ledgerRow {
 	}
 	return out
 }
+
+// TestRefusalLookupRate: a download refused by the user's rate limit is kept
+// with the limit's figures at that moment: when to retry and the bucket's state.
+func TestRefusalLookupRate(t *testing.T) {
+	se := newStreamEnv(t)
+	uid := se.addVideo(testDuration, 64<<10)
+	gw := startAdminGateway(t, se, gwOptions{DownloadBurst: 1, DownloadsPerMinute: 1})
+	c := clientFrom(t, ipGB)
+	tok := portalToken(t, "rui", "basic")
+	if r := do(t, c, http.MethodGet, gw.downloadURL(uid, stream.Default), tok, nil); r.status != http.StatusOK {
+		t.Fatalf("first download: status %d", r.status)
+	}
+	r := do(t, c, http.MethodGet, gw.downloadURL(uid, stream.Default), tok, nil)
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("second download: status %d, want 429", r.status)
+	}
+	a := adminDo(t, http.MethodGet, gw.admin+"/v1/admin/refusals/"+r.header.Get("X-Request-ID"), "Bearer "+testAdminToken)
+	if a.status != http.StatusOK {
+		t.Fatalf("lookup: status %d: %s", a.status, a.body)
+	}
+	var rf struct {
+		Type, Reason, User string
+		Figures            map[string]any
+	}
+	if err := jsonDecode(strings.NewReader(a.body), &rf); err != nil {
+		t.Fatal(err)
+	}
+	retry, _ := rf.Figures["retry_after_seconds"].(float64)
+	if rf.Type != "rate_limited" || rf.Reason != "rate" || rf.User != "rui" ||
+		strconv.Itoa(int(retry)) != r.header.Get("Retry-After") || rf.Figures["rate_limit"] != r.header.Get("RateLimit") {
+		t.Errorf("refusal %s, want rate_limited of rui with Retry-After %s and RateLimit %q",
+			a.body, r.header.Get("Retry-After"), r.header.Get("RateLimit"))
+	}
+}
