@@ -38,6 +38,10 @@ type store struct {
 	// Recover takes its process for gone; 0 when one process owns the ledger.
 	stale   time.Duration
 	rebound sync.Map // query with ? → query with $n
+	// files holds, by delivery ID, the file and claim of each delivery this
+	// store opened in a download of a known file and has not yet told of a
+	// response: what holdResponse decides by.
+	files sync.Map // string → openFile
 }
 
 // q is query in the dialect's placeholders.
@@ -566,6 +570,7 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 	rule = rule.WithDefaults()
 	at := req.At.UnixMicro()
 	var out Opened
+	var file openFile
 	err := s.inTx(ctx, func(t tx) error {
 		if err := t.checkLink(req); err != nil {
 			return err
@@ -625,6 +630,7 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			return fmt.Errorf("record delivery: %w", err)
 		}
 		out = Opened{DownloadID: d.id, Started: !join, Claim: claim, Reserved: fromMicro(max(delta, 0))}
+		file = openFile{size: d.state.Size, etag: d.etag, claim: claim}
 		return nil
 	})
 	if err != nil {
@@ -636,6 +642,9 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			return Opened{}, err
 		}
 		return Opened{}, fmt.Errorf("open delivery: %w", err)
+	}
+	if file.size > 0 && file.etag != "" {
+		s.files.Store(req.ID, file)
 	}
 	return out, nil
 }
@@ -812,63 +821,8 @@ func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Res
 	if r.At.IsZero() {
 		r.At = time.Now()
 	}
-	err := s.inTx(ctx, func(t tx) error {
-		dv, err := t.lockDelivery(id)
-		if err != nil {
-			return err
-		}
-		if !dv.open {
-			return ErrSettled
-		}
-		d, err := t.download(dv.DownloadID)
-		if err != nil {
-			return err
-		}
-		rule := rule.WithDefaults()
-		rule.Mode = Mode(d.mode)
-		open, err := t.claims(d.id)
-		if err != nil {
-			return err
-		}
-		body := r.Body
-		if body.Empty() {
-			body = billing.Interval{Start: dv.Claim.Start, End: dv.Claim.Start}
-		}
-		if !body.Empty() && !billing.SameFile(d.state.Size, d.etag, r.Size, r.ETag) {
-			if d.state.Sent == 0 && len(open) == 1 {
-				// Nothing was delivered of the file this download took: it
-				// simply becomes a download of the new one.
-				d.state.Size, d.etag = 0, ""
-			} else {
-				if d, open, err = t.rehome(rule, dv, d, open, r); err != nil {
-					return err
-				}
-			}
-		}
-		if d.state.Size == 0 && r.Size > 0 {
-			d.state.Size = r.Size
-		}
-		if d.etag == "" {
-			d.etag = r.ETag
-		}
-		for i := range open {
-			if open[i].id == id {
-				open[i].claim.Range = body
-			}
-		}
-		target := rule.Reserve(d.state, only(open))
-		if err := t.moveReservation(d.user, d.period, dv.Plan, target-d.reserved, dv.limit); err != nil {
-			return err
-		}
-		d.reserved = target
-		d.lastAt = max(d.lastAt, r.At.UnixMicro())
-		if err := t.saveDownload(d); err != nil {
-			return err
-		}
-		_, err = t.exec(`UPDATE deliveries SET download_id = ?, claim_start = ?, claim_end = ?, beat_at = ? WHERE id = ?`,
-			d.id, body.Start, body.End, r.At.UnixMicro(), id)
-		return err
-	})
+	s.files.Delete(id)
+	err := s.inTx(ctx, func(t tx) error { return t.respond(rule, id, r) })
 	if err != nil {
 		var qe *QuotaError
 		if errors.As(err, &qe) {
@@ -877,6 +831,160 @@ func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Res
 		return fmt.Errorf("respond %s: %w", id, err)
 	}
 	return nil
+}
+
+// openFile is the file a delivery's download had when the delivery opened,
+// and the bytes it claimed.
+type openFile struct {
+	size  int64
+	etag  string
+	claim billing.Interval
+}
+
+// holder is a [Ledger] that may hold back a response until the delivery's next
+// write: a delivery whose body ends before its first checkpoint then costs
+// two transactions (Open, Settle) instead of three. Only a response that can
+// neither refuse the delivery nor move it to another download is held, so
+// nothing a caller of Respond could act on is lost; until it is recorded, the
+// delivery's claim and its download's reservation stay as Open made them,
+// which covers every byte the response carries. A crash before then loses
+// nothing: recovery bills what the last checkpoint recorded and releases the
+// claim, as for any delivery.
+type holder interface {
+	// holdResponse reports whether r may wait for delivery id's next write.
+	holdResponse(id string, r Response) bool
+	// progressHeld records r, then p (Ledger.Progress), in one transaction.
+	progressHeld(ctx context.Context, rule billing.Rule, id string, r Response, p Progress) error
+	// settleHeld records r, then s (Ledger.Settle), in one transaction.
+	settleHeld(ctx context.Context, rule billing.Rule, id string, r Response, s Settlement) (Settled, error)
+}
+
+var _ holder = (*store)(nil)
+
+// holdResponse implements holder. A response may wait when delivery id was
+// opened by this store in a download whose file (size and ETag) was known, and
+// r is of that same file with a body inside the claim, or has no body: then
+// recording it can only shrink the claim, and a smaller claim never raises a
+// reservation (billing.Rule.Reserve), nor can it move the delivery. The file
+// of a download with an open delivery never changes under it: another
+// delivery's response of another file moves that delivery, not the download.
+func (s *store) holdResponse(id string, r Response) bool {
+	v, ok := s.files.Load(id)
+	if !ok {
+		return false
+	}
+	f := v.(openFile)
+	if r.Body.Empty() {
+		return true
+	}
+	return r.Size == f.size && r.ETag == f.etag &&
+		r.Body.Start >= f.claim.Start && r.Body.End <= f.claim.End && r.Body.End != billing.Unknown
+}
+
+// progressHeld implements holder.
+func (s *store) progressHeld(ctx context.Context, rule billing.Rule, id string, r Response, p Progress) error {
+	err := s.inTx(ctx, func(t tx) error {
+		if err := t.respondHeld(rule, id, r); err != nil {
+			return err
+		}
+		_, err := t.advance(rule, id, p, nil, 0)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("progress %s: %w", id, err)
+	}
+	s.files.Delete(id)
+	return nil
+}
+
+// settleHeld implements holder.
+func (s *store) settleHeld(ctx context.Context, rule billing.Rule, id string, r Response, st Settlement) (Settled, error) {
+	var out dvRow
+	err := s.inTx(ctx, func(t tx) error {
+		if err := t.respondHeld(rule, id, r); err != nil {
+			return err
+		}
+		var err error
+		out, err = t.advance(rule, id, st.Progress, &st, 0)
+		return err
+	})
+	if err != nil {
+		return Settled{}, fmt.Errorf("settle %s: %w", id, err)
+	}
+	s.files.Delete(id)
+	return out.Settled, nil
+}
+
+// respondHeld records a held response. One that finds its delivery settled
+// (recovered meanwhile by another replica) is left out: the settlement tops
+// the delivery up as it stands.
+func (t tx) respondHeld(rule billing.Rule, id string, r Response) error {
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	if err := t.respond(rule, id, r); err != nil && !errors.Is(err, ErrSettled) {
+		return err
+	}
+	return nil
+}
+
+// respond records r as Stream's answer to delivery id (Ledger.Respond).
+func (t tx) respond(rule billing.Rule, id string, r Response) error {
+	dv, err := t.lockDelivery(id)
+	if err != nil {
+		return err
+	}
+	if !dv.open {
+		return ErrSettled
+	}
+	d, err := t.download(dv.DownloadID)
+	if err != nil {
+		return err
+	}
+	rule = rule.WithDefaults()
+	rule.Mode = Mode(d.mode)
+	open, err := t.claims(d.id)
+	if err != nil {
+		return err
+	}
+	body := r.Body
+	if body.Empty() {
+		body = billing.Interval{Start: dv.Claim.Start, End: dv.Claim.Start}
+	}
+	if !body.Empty() && !billing.SameFile(d.state.Size, d.etag, r.Size, r.ETag) {
+		if d.state.Sent == 0 && len(open) == 1 {
+			// Nothing was delivered of the file this download took: it
+			// simply becomes a download of the new one.
+			d.state.Size, d.etag = 0, ""
+		} else {
+			if d, open, err = t.rehome(rule, dv, d, open, r); err != nil {
+				return err
+			}
+		}
+	}
+	if d.state.Size == 0 && r.Size > 0 {
+		d.state.Size = r.Size
+	}
+	if d.etag == "" {
+		d.etag = r.ETag
+	}
+	for i := range open {
+		if open[i].id == id {
+			open[i].claim.Range = body
+		}
+	}
+	target := rule.Reserve(d.state, only(open))
+	if err := t.moveReservation(d.user, d.period, dv.Plan, target-d.reserved, dv.limit); err != nil {
+		return err
+	}
+	d.reserved = target
+	d.lastAt = max(d.lastAt, r.At.UnixMicro())
+	if err := t.saveDownload(d); err != nil {
+		return err
+	}
+	_, err = t.exec(`UPDATE deliveries SET download_id = ?, claim_start = ?, claim_end = ?, beat_at = ? WHERE id = ?`,
+		d.id, body.Start, body.End, r.At.UnixMicro(), id)
+	return err
 }
 
 // rehome moves delivery dv out of download d, whose file was another, into a
@@ -940,6 +1048,7 @@ func (s *store) Settle(ctx context.Context, rule billing.Rule, id string, st Set
 	if err != nil {
 		return Settled{}, fmt.Errorf("settle %s: %w", id, err)
 	}
+	s.files.Delete(id)
 	return out.Settled, nil
 }
 
@@ -1159,6 +1268,7 @@ func (s *store) Recover(ctx context.Context, rule billing.Rule, now time.Time) (
 			return out, fmt.Errorf("recover %s: %w", id, err)
 		}
 		if done {
+			s.files.Delete(id)
 			out = append(out, dv.Settled)
 		}
 	}
