@@ -51,10 +51,12 @@ type demoVideo struct {
 }
 
 type demoInfo struct {
-	Gateway  string      `json:"gateway"`
-	Emulator string      `json:"emulator"`
-	Videos   []demoVideo `json:"videos"`
-	Users    []demoUser  `json:"users"`
+	Gateway  string `json:"gateway"`
+	Emulator string `json:"emulator"`
+	// Admin is the gateway's admin listener: GET /metrics.
+	Admin  string      `json:"admin"`
+	Videos []demoVideo `json:"videos"`
+	Users  []demoUser  `json:"users"`
 }
 
 func demoCmd(e env) *cobra.Command {
@@ -126,6 +128,8 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	cfg.Listen = gln.Addr().String()
 	cfg.PublicURL = gwURL
 	cfg.ShutdownGrace = 5 * time.Second
+	// The operators' listener, on a port of its own: GET /metrics.
+	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Stream.AccountID = "demo-account"
 	cfg.Stream.APIToken = config.Secret{Value: apiToken}
 	cfg.Stream.APIURL = emuURL + "/client/v4/"
@@ -183,6 +187,15 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	go func() { _ = emuSrv.Serve(streamtest.Listen(eln)) }()
 	defer emuSrv.Close()
 
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, gln) }()
+	// Serve opens the admin listener first; its address goes into the description.
+	select {
+	case addr := <-g.adminAddr:
+		info.Admin = "http://" + addr
+	case err := <-served:
+		return demoServed(err)
+	}
 	line, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -192,10 +205,15 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	if ready != nil {
 		ready(info)
 	}
-	log.Info("demo running", zap.String("gateway", gwURL), zap.String("emulator", emuURL))
-	err = g.Serve(ctx, gln)
+	log.Info("demo running", zap.String("gateway", gwURL), zap.String("emulator", emuURL), zap.String("admin", info.Admin))
+	return demoServed(<-served)
+}
+
+// demoServed is what the demo returns for Serve's result: a server closed by
+// the end of the demo is no failure.
+func demoServed(err error) error {
 	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+		return nil
 	}
 	return err
 }
@@ -228,6 +246,8 @@ minutes drop; or use curl:
   for i in 1 2; do curl -s -H "Authorization: Bearer $BOB" -o /dev/null -w '%%{http_code}\n' %s; done
   # the lecture needs 30 minutes and 15 remain: 403, with the figures
   curl -s -H "Authorization: Bearer $BOB" %s
+  # what the gateway counted (bytes, billed and Stream minutes), off the public port
+  curl -s %s/metrics
 
 `, d.Gateway, d.Emulator, a.ID, a.Plan, a.MinutesPerMonth, b.ID, b.Plan, b.MinutesPerMonth, d.Gateway,
 		a.Token, b.Token,
@@ -235,7 +255,8 @@ minutes drop; or use curl:
 		priv.MP4, priv.Audio, priv.MP4,
 		d.Gateway, pub.UID,
 		d.Gateway,
-		pub.MP4, priv.MP4)
+		pub.MP4, priv.MP4,
+		d.Admin)
 }
 
 func randomHex(n int) string {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,8 +213,8 @@ func TestDemo(t *testing.T) {
 	}
 
 	cmds := parseDemoHelp(t, help)
-	if len(cmds) != 8 {
-		t.Fatalf("found %d curl commands in the help, want 8:\n%s", len(cmds), help)
+	if len(cmds) != 9 {
+		t.Fatalf("found %d curl commands in the help, want 9:\n%s", len(cmds), help)
 	}
 	c := clientFrom(t, ipLocal)
 	send := func(cmd curlCmd) *http.Response {
@@ -347,6 +348,49 @@ func TestDemo(t *testing.T) {
 			t.Errorf("refusal body = %v, want limit 25, used 10, remaining 15, needed 30", p)
 		}
 	})
+
+	t.Run("metrics count what the ledger billed", func(t *testing.T) {
+		if !strings.HasPrefix(cmds[8].url, info.Admin+"/") || info.Admin == info.Gateway {
+			t.Fatalf("metrics at %q, want the admin listener %q, not the gateway's", cmds[8].url, info.Admin)
+		}
+		// 70 minutes for alice, 10 for bob; settlements are counted as they land.
+		var billed float64
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp := send(cmds[8])
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("metrics: status %d: %.300s", resp.StatusCode, b)
+			}
+			billed = sumMetric(t, string(b), "streamgate_billed_minutes_total")
+			if near(billed, 80, 0.02) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !near(billed, 80, 0.02) {
+			t.Errorf("streamgate_billed_minutes_total sums to %.4f, want 80 (what the ledger billed)", billed)
+		}
+	})
+}
+
+// sumMetric adds up the samples of one metric in a Prometheus text exposition.
+func sumMetric(t *testing.T, text, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
 }
 
 // TestDemoBinary does what the README's quick start does: it runs the demo as a
