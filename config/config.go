@@ -410,6 +410,12 @@ func (c *Config) Notes() []string {
 	} else {
 		notes = append(notes, "max_concurrent holds across replicas through Redis (slots leased for "+c.Redis.SlotLease.String()+"); while Redis is unreachable each replica caps on its own")
 	}
+	for _, name := range c.planNames() {
+		if c.Plans[name].MaxBytesPerSecond > 0 {
+			notes = append(notes, "max_bytes_per_second is per replica: each process paces a user's downloads on its own, so n replicas serving one user let it n times the rate")
+			break
+		}
+	}
 	if c.Auth.Cookie != "" && len(c.Auth.PortalOrigins) == 0 {
 		notes = append(notes, "auth.portal_origins is empty: cookie requests from browsers without Sec-Fetch-Site are accepted only from public_url's origin, or with no Origin and no Referer")
 	}

@@ -106,3 +106,19 @@ func TestAutoEnable(t *testing.T) {
 		})
 	}
 }
+
+func TestNotesSayPacingIsPerReplica(t *testing.T) {
+	for _, tt := range []struct {
+		bps  string
+		want bool
+	}{{"0", false}, {"1048576", true}} {
+		c, err := Parse([]byte(minimalYAML+"plans:\n  free:\n    max_bytes_per_second: "+tt.bps+"\n"), goodEnv().get)
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		got := slices.ContainsFunc(c.Notes(), func(n string) bool { return strings.HasPrefix(n, "max_bytes_per_second is per replica") })
+		if got != tt.want {
+			t.Errorf("max_bytes_per_second %s: note given = %v, want %v", tt.bps, got, tt.want)
+		}
+	}
+}
