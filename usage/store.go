@@ -426,20 +426,33 @@ type dlRow struct {
 	startedAt, lastAt                  int64 // Unix microseconds
 }
 
+// dlCols are a downloads row's columns as dlRow.scan reads them, for a query
+// that names the table dl.
+const dlCols = `dl.user_id, dl.video, dl.type, dl.mode, dl.period, dl.duration, dl.full_micro, dl.size, dl.etag, dl.held,
+	dl.sent, dl.billed_micro, dl.reserved_micro, dl.started_at, dl.last_at`
+
+// scanned is where the columns dlCols names are read into; parse finishes
+// the row.
+func (d *dlRow) scanned(held *string) []any {
+	return []any{&d.user, &d.video, &d.typ, &d.mode, &d.period, &d.duration,
+		&d.state.Full, &d.state.Size, &d.etag, held, &d.state.Sent, &d.state.Billed, &d.reserved, &d.startedAt, &d.lastAt}
+}
+
+func (d *dlRow) parse(held string) error {
+	var err error
+	if d.state.Held, err = billing.ParseSet(held); err != nil {
+		return fmt.Errorf("download %s: %w", d.id, err)
+	}
+	return nil
+}
+
 func (t tx) download(id string) (dlRow, error) {
 	d := dlRow{id: id}
 	var held string
-	err := t.row(`SELECT user_id, video, type, mode, period, duration, full_micro, size, etag, held, sent,
-			billed_micro, reserved_micro, started_at, last_at
-		FROM downloads WHERE id = ?`, id).Scan(&d.user, &d.video, &d.typ, &d.mode, &d.period, &d.duration,
-		&d.state.Full, &d.state.Size, &d.etag, &held, &d.state.Sent, &d.state.Billed, &d.reserved, &d.startedAt, &d.lastAt)
-	if err != nil {
+	if err := t.row(`SELECT `+dlCols+` FROM downloads dl WHERE dl.id = ?`, id).Scan(d.scanned(&held)...); err != nil {
 		return d, fmt.Errorf("download %s: %w", id, err)
 	}
-	if d.state.Held, err = billing.ParseSet(held); err != nil {
-		return d, fmt.Errorf("download %s: %w", id, err)
-	}
-	return d, nil
+	return d, d.parse(held)
 }
 
 func (t tx) insertDownload(d dlRow) error {
@@ -601,12 +614,6 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 				state: billing.Download{Full: toMicro(req.Duration / 60), Size: max(req.Size, 0)},
 			}
 			open = nil
-			if err := t.insertDownload(d); err != nil {
-				return err
-			}
-			if err := t.setKey(req.User, req.Video, req.Type, d.id); err != nil {
-				return err
-			}
 		}
 		if err := t.ensurePeriod(d.user, d.period); err != nil {
 			return err
@@ -618,8 +625,18 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			return err
 		}
 		d.reserved, d.lastAt = target, max(d.lastAt, at)
-		if err := t.saveDownload(d); err != nil {
-			return err
+		if join {
+			if err := t.saveDownload(d); err != nil {
+				return err
+			}
+		} else {
+			// A new download is written once, with its reservation.
+			if err := t.insertDownload(d); err != nil {
+				return err
+			}
+			if err := t.setKey(req.User, req.Video, req.Type, d.id); err != nil {
+				return err
+			}
 		}
 		if _, err := t.exec(`INSERT INTO deliveries (id, download_id, started, user_id, plan, video, type, mode, period,
 				duration, range_text, claim_start, claim_end, limit_micro, country, client_ip, request_id, opened_at, beat_at)
@@ -767,7 +784,7 @@ const dvCols = `dv.id, dv.download_id, dv.started, dv.user_id, dv.plan, dv.video
 	dv.minutes_micro, dv.stream_micro, dv.country, dv.client_ip, dv.request_id, dv.status, dv.reason, dv.opened_at,
 	dv.beat_at, dv.settled_at, dl.size`
 
-func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
+func scanDelivery(r interface{ Scan(...any) error }, more ...any) (dvRow, error) {
 	var (
 		d                dvRow
 		started          int64
@@ -776,10 +793,10 @@ func scanDelivery(r interface{ Scan(...any) error }) (dvRow, error) {
 		settled          sql.NullInt64
 		minutes, streamM int64
 	)
-	err := r.Scan(&d.DeliveryID, &d.DownloadID, &started, &d.User, &d.Plan, &d.Video, &typ, &mode, &d.Period, &d.Duration,
-		&d.Range, &d.Claim.Start, &d.Claim.End, &d.limit, &d.Acked, &d.AckedSource, &d.Written, &d.StreamBytes,
-		&minutes, &streamM, &d.Country, &d.ClientIP, &d.RequestID, &d.Status, &d.Reason, &opened,
-		&d.beatAt, &settled, &d.Size)
+	err := r.Scan(append([]any{&d.DeliveryID, &d.DownloadID, &started, &d.User, &d.Plan, &d.Video, &typ, &mode, &d.Period,
+		&d.Duration, &d.Range, &d.Claim.Start, &d.Claim.End, &d.limit, &d.Acked, &d.AckedSource, &d.Written,
+		&d.StreamBytes, &minutes, &streamM, &d.Country, &d.ClientIP, &d.RequestID, &d.Status, &d.Reason, &opened,
+		&d.beatAt, &settled, &d.Size}, more...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, ErrNotFound
 	} else if err != nil {
@@ -802,18 +819,32 @@ func (t tx) delivery(id string) (dvRow, error) {
 		WHERE dv.id = ?`, id))
 }
 
-// lockDelivery reads delivery id under its download key's lock.
-func (t tx) lockDelivery(id string) (dvRow, error) {
-	dv, err := t.delivery(id)
+// deliveryIn reads delivery id and its download in one statement.
+func (t tx) deliveryIn(id string) (dvRow, dlRow, error) {
+	var d dlRow
+	var held string
+	dv, err := scanDelivery(t.row(`SELECT `+dvCols+`, `+dlCols+` FROM deliveries dv JOIN downloads dl ON dl.id = dv.download_id
+		WHERE dv.id = ?`, id), d.scanned(&held)...)
+	if err != nil {
+		return dv, d, err
+	}
+	d.id = dv.DownloadID
+	return dv, d, d.parse(held)
+}
+
+// lockDelivery reads delivery id and its download under the download key's
+// lock.
+func (t tx) lockDelivery(id string) (dvRow, dlRow, error) {
+	dv, d, err := t.deliveryIn(id)
 	if err != nil || (!dv.open && dv.Status != Recovered.String()) || !t.s.pg {
 		// SQLite's transaction is the only writer: what it read stands.
-		return dv, err
+		return dv, d, err
 	}
 	if _, err := t.lockKey(dv.User, dv.Video, dv.Type); err != nil {
-		return dv, err
+		return dv, d, err
 	}
 	// Read again under the lock: another replica may have settled it meanwhile.
-	return t.delivery(id)
+	return t.deliveryIn(id)
 }
 
 // Respond implements [Ledger].
@@ -930,16 +961,12 @@ func (t tx) respondHeld(rule billing.Rule, id string, r Response) error {
 
 // respond records r as Stream's answer to delivery id (Ledger.Respond).
 func (t tx) respond(rule billing.Rule, id string, r Response) error {
-	dv, err := t.lockDelivery(id)
+	dv, d, err := t.lockDelivery(id)
 	if err != nil {
 		return err
 	}
 	if !dv.open {
 		return ErrSettled
-	}
-	d, err := t.download(dv.DownloadID)
-	if err != nil {
-		return err
 	}
 	rule = rule.WithDefaults()
 	rule.Mode = Mode(d.mode)
@@ -1060,16 +1087,12 @@ func (t tx) advance(rule billing.Rule, id string, p Progress, st *Settlement, st
 	if p.At.IsZero() {
 		p.At = time.Now()
 	}
-	dv, err := t.lockDelivery(id)
+	dv, d, err := t.lockDelivery(id)
 	// A delivery another process recovered while its owner was cut off from
 	// the ledger is topped up by the owner's own settlement: the bytes it sent
 	// after its last checkpoint are billed then, once.
 	topUp := !dv.open && st != nil && dv.Status == Recovered.String() && st.Outcome != Recovered && p.Acked > dv.Acked
 	if err != nil || (!dv.open && !topUp) || (staleBefore > 0 && dv.beatAt >= staleBefore) {
-		return dv, err
-	}
-	d, err := t.download(dv.DownloadID)
-	if err != nil {
 		return dv, err
 	}
 	rule = rule.WithDefaults()
@@ -1254,7 +1277,7 @@ func (s *store) Recover(ctx context.Context, rule billing.Rule, now time.Time) (
 		var dv dvRow
 		var done bool
 		err := s.inTx(ctx, func(t tx) error {
-			cur, err := t.lockDelivery(id)
+			cur, _, err := t.lockDelivery(id)
 			if err != nil || !cur.open {
 				return err
 			}
