@@ -132,6 +132,10 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		return nil, err
 	}
 	g.refusals = g.newRefusals(now)
+	hooks, err := newWebhooks(cfg, now)
+	if err != nil {
+		return nil, err
+	}
 
 	srv, err := proxy.New(proxy.Config{
 		PublicURL:     cfg.PublicURL,
@@ -145,6 +149,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		PortalOrigins: cfg.Auth.PortalOrigins,
 		DefaultPlan:   cfg.DefaultPlan,
 		Plans:         pol.plans,
+		AutoEnable:    cfg.AutoEnable(),
 	}, proxy.Deps{
 		Auth:        verifier,
 		Grants:      grants,
@@ -164,6 +169,8 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		Now:      now,
 		Metrics:  g.metrics,
 		Refusals: g.refusals,
+		Webhooks: hooks,
+		Enabler:  api,
 	})
 	if err != nil {
 		return nil, err
@@ -265,9 +272,28 @@ func (g *gateway) newPolicy(ctx context.Context, cfg *config.Config) (gatewayPol
 			Links:           newLimiter(p.Links.Limit("links"), "plan:"+name+":"),
 			Downloads:       newLimiter(p.Downloads.Limit("downloads"), "plan:"+name+":"),
 			MaxConcurrent:   p.MaxConcurrent,
+			// Paced per replica, as the cap is without Redis.
+			MaxBytesPerSecond: p.MaxBytesPerSecond,
 		}
 	}
 	return pol, nil
+}
+
+// newWebhooks verifies Stream's webhooks with the configured secrets; nil, and
+// POST /hooks/stream off, when there are none.
+func newWebhooks(cfg *config.Config, now func() time.Time) (proxy.WebhookVerifier, error) {
+	wc, ok := cfg.Webhook()
+	if !ok {
+		// A nil *stream.WebhookVerifier inside the interface would switch the
+		// route on.
+		return nil, nil
+	}
+	wc.Now = now
+	v, err := stream.NewWebhookVerifier(wc)
+	if err != nil {
+		return nil, fmt.Errorf("stream.webhook_secrets: %w", err)
+	}
+	return v, nil
 }
 
 // openRedis connects to the Redis the limits and the concurrency cap share.
@@ -560,16 +586,18 @@ func (noGrants) Verify(string) (auth.Grant, error) {
 // The components newGateway hands proxy.New satisfy the interfaces proxy
 // declares; a change to either side fails here, at build time.
 var (
-	_ proxy.Authenticator  = (*auth.Verifier)(nil)
-	_ proxy.GrantIssuer    = (*auth.Grants)(nil)
-	_ proxy.GrantIssuer    = noGrants{}
-	_ proxy.TokenSigner    = (*stream.Signer)(nil)
-	_ proxy.StreamAPI      = (*stream.Client)(nil)
-	_ proxy.Metering       = (*usage.Meter)(nil)
-	_ proxy.RateLimiter    = (*policy.Limiter)(nil)
-	_ proxy.RateLimiter    = (*policy.RedisLimiter)(nil)
-	_ proxy.ClientAddr     = (*policy.ClientIP)(nil)
-	_ proxy.Locator        = (*policy.GeoIP)(nil)
-	_ proxy.CountryRules   = (*policy.CountryPolicy)(nil)
-	_ proxy.ConcurrencyCap = (*policy.Concurrency)(nil)
+	_ proxy.Authenticator   = (*auth.Verifier)(nil)
+	_ proxy.GrantIssuer     = (*auth.Grants)(nil)
+	_ proxy.GrantIssuer     = noGrants{}
+	_ proxy.TokenSigner     = (*stream.Signer)(nil)
+	_ proxy.StreamAPI       = (*stream.Client)(nil)
+	_ proxy.DownloadEnabler = (*stream.Client)(nil)
+	_ proxy.WebhookVerifier = (*stream.WebhookVerifier)(nil)
+	_ proxy.Metering        = (*usage.Meter)(nil)
+	_ proxy.RateLimiter     = (*policy.Limiter)(nil)
+	_ proxy.RateLimiter     = (*policy.RedisLimiter)(nil)
+	_ proxy.ClientAddr      = (*policy.ClientIP)(nil)
+	_ proxy.Locator         = (*policy.GeoIP)(nil)
+	_ proxy.CountryRules    = (*policy.CountryPolicy)(nil)
+	_ proxy.ConcurrencyCap  = (*policy.Concurrency)(nil)
 )

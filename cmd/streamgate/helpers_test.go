@@ -128,6 +128,8 @@ func (se *streamEnv) waitIdle(t *testing.T) {
 type plan struct {
 	Minutes       float64
 	MaxConcurrent int
+	// BytesPerSecond paces the plan's users (0: unpaced).
+	BytesPerSecond int64
 }
 
 // gwOptions shape a test configuration; zero fields take the values shown.
@@ -148,6 +150,10 @@ type gwOptions struct {
 	LedgerDSN string
 	// RedisAddr and RedisPrefix, when set, share rate limits through Redis.
 	RedisAddr, RedisPrefix string
+	// WebhookSecret, when set, turns POST /hooks/stream on; AutoEnable are the
+	// download types a video-ready webhook enables.
+	WebhookSecret string
+	AutoEnable    []string
 }
 
 // writeConfig writes a YAML configuration for a gateway listening on listen in
@@ -187,9 +193,9 @@ func (se *streamEnv) writeConfig(t *testing.T, dir, listen string, o gwOptions) 
 	}
 	var plans strings.Builder
 	for name, p := range o.Plans {
-		fmt.Fprintf(&plans, "  %s:\n    minutes_per_month: %g\n    max_concurrent: %d\n"+
+		fmt.Fprintf(&plans, "  %s:\n    minutes_per_month: %g\n    max_concurrent: %d\n    max_bytes_per_second: %d\n"+
 			"    downloads: {per_minute: %g, burst: %d}\n    links: {per_minute: 100000, burst: 1000}\n",
-			name, p.Minutes, p.MaxConcurrent, o.DownloadsPerMinute, o.DownloadBurst)
+			name, p.Minutes, p.MaxConcurrent, p.BytesPerSecond, o.DownloadsPerMinute, o.DownloadBurst)
 	}
 	ledger := fmt.Sprintf("ledger:\n  path: %q\n", filepath.Join(dir, "ledger.db"))
 	if o.LedgerDSN != "" {
@@ -197,6 +203,13 @@ func (se *streamEnv) writeConfig(t *testing.T, dir, listen string, o gwOptions) 
 	}
 	if o.RedisAddr != "" {
 		ledger += fmt.Sprintf("redis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, o.RedisPrefix)
+	}
+	if o.WebhookSecret != "" {
+		ledger += fmt.Sprintf("downloads:\n  auto_enable: %s\n", list(o.AutoEnable))
+	}
+	hooks := ""
+	if o.WebhookSecret != "" {
+		hooks = fmt.Sprintf("  webhook_secrets: [{value: %q}]\n", o.WebhookSecret)
 	}
 	defaultPlan := "basic"
 	if _, ok := o.Plans[defaultPlan]; !ok {
@@ -215,7 +228,7 @@ stream:
   delivery_url: %q
   signing_key_id: %q
   signing_key: {file: %q}
-auth:
+%sauth:
   algorithms: [HS256]
   hmac_secrets:
     - kid: ""
@@ -239,7 +252,7 @@ plans:
 %slog:
   level: info
   format: json
-`, listen, "http://"+listen, o.ShutdownGrace, apiToken, se.url+"/client/v4/", se.url, se.keyID, se.keyPath, portalSecret,
+`, listen, "http://"+listen, o.ShutdownGrace, apiToken, se.url+"/client/v4/", se.url, se.keyID, se.keyPath, hooks, portalSecret,
 		o.LinkMode, grantSecret, se.geoPath, o.UnknownCountry, list(o.TrustedProxies), list(o.Block),
 		defaultPlan, plans.String(), o.Metering, o.CheckpointEvery, ledger)
 	path := filepath.Join(dir, "streamgate.yaml")
