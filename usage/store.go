@@ -604,10 +604,12 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			}
 			join = d.mode == string(rule.Mode) && rule.Continues(time.UnixMicro(d.lastAt), len(open), req.At)
 		}
-		if !join {
+		if !join || refetch(d.state, open, req.Range) {
 			if err := t.spendLinkUse(req.Link, req.At); err != nil {
 				return err
 			}
+		}
+		if !join {
 			d = dlRow{
 				id: req.NewDownloadID, user: req.User, video: req.Video, typ: string(req.Type), mode: string(rule.Mode),
 				period: req.Period, duration: req.Duration, etag: req.ETag, startedAt: at, lastAt: at,
@@ -685,6 +687,17 @@ func (t tx) checkLink(req OpenRequest) error {
 		return ErrLinkRevoked
 	}
 	return nil
+}
+
+// refetch reports whether a request for rg, joining download d with its open
+// deliveries open, asks for the file again: from its start, with nothing else
+// open, after the download sent a whole copy. It is billed as the download's
+// rule says, but a use-limited link spends a use on it as on a download it
+// starts; otherwise every fetch of a link within the resume window would be
+// its first use.
+func refetch(d billing.Download, open []claimRow, rg billing.Range) bool {
+	fromStart := rg == billing.Whole || (rg.First == 0 && rg.Suffix == 0)
+	return fromStart && len(open) == 0 && d.Size > 0 && d.Sent >= d.Size
 }
 
 // spendLinkUse spends one use of a use-limited link for a download it starts,

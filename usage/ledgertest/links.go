@@ -59,8 +59,11 @@ func LinkUsesConcurrently(t *testing.T, ledgers []usage.Ledger) {
 	var started, joined, usedUp atomic.Int64
 	for round := range rounds {
 		at := T0.Add(time.Duration(round) * 2 * Prop.Window)
+		// A round's requests are all open before any settles: one settled
+		// whole would make the next a re-fetch, which spends a use of its own.
 		var wg sync.WaitGroup
 		errs := make(chan error, perRound)
+		opened := make([]usage.OpenRequest, perRound)
 		for i := range perRound {
 			wg.Go(func() {
 				l := ledgers[i%len(ledgers)]
@@ -79,13 +82,19 @@ func LinkUsesConcurrently(t *testing.T, ledgers []usage.Ledger) {
 				default:
 					joined.Add(1)
 				}
-				if _, err := l.Settle(ctx(), Prop, req.ID, usage.Settlement{Outcome: usage.Complete,
-					Progress: usage.Progress{Acked: Size, StreamBytes: Size, At: at}}); err != nil {
-					errs <- fmt.Errorf("round %d: settle: %w", round, err)
-				}
+				opened[i] = req
 			})
 		}
 		wg.Wait()
+		for i, req := range opened {
+			if req.ID == "" {
+				continue
+			}
+			if _, err := ledgers[i%len(ledgers)].Settle(ctx(), Prop, req.ID, usage.Settlement{Outcome: usage.Complete,
+				Progress: usage.Progress{Acked: Size, StreamBytes: Size, At: at}}); err != nil {
+				errs <- fmt.Errorf("round %d: settle: %w", round, err)
+			}
+		}
 		close(errs)
 		for err := range errs {
 			t.Fatal(err)
@@ -156,6 +165,28 @@ func testLinkSegmentsAndResumes(t *testing.T, l usage.Ledger) {
 	again := Request("alice", billing.Whole)
 	again.Link, again.At = link, T0.Add(3*time.Hour)
 	wantRefused(t, l, again, usage.ErrLinkUsedUp)
+
+	// Fetching the whole file again, within the window, after a whole copy
+	// was sent, spends a use: it joins the download (billed by its rule) but is
+	// a use of the link. A range from the middle of it spends none.
+	twice := Link("link-twice", 2, T0.Add(-time.Minute))
+	for i, want := range []error{nil, nil, usage.ErrLinkUsedUp} {
+		req := Request("carol", billing.Whole)
+		req.Link, req.At = twice, T0.Add(time.Duration(i)*time.Minute)
+		if want != nil {
+			wantRefused(t, l, req, want)
+			break
+		}
+		op := MustOpen(t, l, Prop, req)
+		if op.Started != (i == 0) {
+			t.Fatalf("fetch %d of the whole file: started %v", i+1, op.Started)
+		}
+		MustSettle(t, l, Prop, req.ID, Size)
+		middle := Request("carol", Bytes(Size/2, -1))
+		middle.Link, middle.At = twice, req.At.Add(time.Second)
+		MustOpen(t, l, Prop, middle)
+		MustSettle(t, l, Prop, middle.ID, 0)
+	}
 
 	// Unlimited links, and requests without a link, are not counted.
 	for i := range 3 {
