@@ -397,10 +397,6 @@ type Delivery struct {
 	id     string
 	opened Opened
 
-	// held is Stream's answer, when the ledger holds it back until the
-	// delivery's next write (a checkpoint or the settlement).
-	held atomic.Pointer[Response]
-
 	counter atomic.Pointer[func() Progress]
 	written atomic.Int64 // body bytes written, when no counter is set
 	noBody  atomic.Bool  // an answer without the file's bytes: nothing to bill
@@ -448,9 +444,7 @@ func (d *Delivery) progress() Progress {
 // ETag (0, "" unknown) and the bytes of the file its body carries. Anything but
 // 200 and 206 carries none. It trues up the claim; a *QuotaError means the
 // answer carries more than the quota allows (a range Stream answered in full)
-// and the caller should Abort. An answer that changes nothing the quota
-// depends on (the file the download knew, bytes the delivery claimed) is
-// recorded with the delivery's next write instead of a write of its own.
+// and the caller should Abort.
 func (d *Delivery) Respond(status int, size int64, etag string, body billing.Interval) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -463,54 +457,9 @@ func (d *Delivery) Respond(status int, size int64, etag string, body billing.Int
 	} else if size > 0 {
 		d.m.files.Store(fileKey{d.req.Video, d.req.Type}, fileID{size: size, etag: etag})
 	}
-	r := Response{Size: size, ETag: etag, Body: body, At: d.m.cfg.Now()}
-	if h := holderOf(d.m.ledger); h != nil && h.holdResponse(d.id, r) {
-		d.held.Store(&r)
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	return d.m.ledger.Respond(ctx, d.m.rule, d.id, r)
-}
-
-// holderOf is l as a holder when it is one of this package's ledgers itself,
-// nil otherwise: a type that wraps one to change what its writes do (a test's
-// failing ledger) must see every write through its own methods.
-func holderOf(l Ledger) holder {
-	switch l := l.(type) {
-	case *SQLite:
-		return l
-	case *Postgres:
-		return l
-	}
-	return nil
-}
-
-// checkpoint records p in the ledger, with the response held back if any.
-func (d *Delivery) checkpoint(ctx context.Context, p Progress) error {
-	r := d.held.Load()
-	if r == nil {
-		return d.m.ledger.Progress(ctx, d.m.rule, d.id, p)
-	}
-	if err := holderOf(d.m.ledger).progressHeld(ctx, d.m.rule, d.id, *r, p); err != nil {
-		return err
-	}
-	d.held.CompareAndSwap(r, nil)
-	return nil
-}
-
-// settleLedger settles the delivery in the ledger, with the response held back
-// if any.
-func (d *Delivery) settleLedger(ctx context.Context, s Settlement) (Settled, error) {
-	r := d.held.Load()
-	if r == nil {
-		return d.m.ledger.Settle(ctx, d.m.rule, d.id, s)
-	}
-	st, err := holderOf(d.m.ledger).settleHeld(ctx, d.m.rule, d.id, *r, s)
-	if err == nil {
-		d.held.CompareAndSwap(r, nil)
-	}
-	return st, err
+	return d.m.ledger.Respond(ctx, d.m.rule, d.id, Response{Size: size, ETag: etag, Body: body, At: d.m.cfg.Now()})
 }
 
 // Wrote counts n body bytes written to the client. When CheckpointBytes have
@@ -535,7 +484,7 @@ func (d *Delivery) Wrote(n int64) {
 	defer d.cpBusy.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	if err := d.checkpoint(ctx, d.progress()); err != nil {
+	if err := d.m.ledger.Progress(ctx, d.m.rule, d.id, d.progress()); err != nil {
 		d.m.cfg.Logger.Warn("checkpoint delivery", zap.String("delivery_id", d.id), zap.Error(err))
 	} else {
 		d.beat(now)
@@ -600,7 +549,7 @@ func (d *Delivery) settle(o Outcome, reason string) (Settled, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)
 	defer cancel()
-	st, err := d.settleLedger(ctx, Settlement{Progress: p, Outcome: o, Reason: reason})
+	st, err := d.m.ledger.Settle(ctx, d.m.rule, d.id, Settlement{Progress: p, Outcome: o, Reason: reason})
 	if err != nil {
 		// The row stays open: RunReaper tries again, or, should the process stop
 		// first, the next start's Recover (or another replica's) settles it.

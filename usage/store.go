@@ -40,7 +40,7 @@ type store struct {
 	rebound sync.Map // query with ? → query with $n
 	// files holds, by delivery ID, the file and claim of each delivery this
 	// store opened in a download of a known file and has not yet told of a
-	// response: what holdResponse decides by.
+	// response: what Respond decides by whether there is anything to write.
 	files sync.Map // string → openFile
 }
 
@@ -860,12 +860,16 @@ func (t tx) lockDelivery(id string) (dvRow, dlRow, error) {
 	return t.deliveryIn(id)
 }
 
-// Respond implements [Ledger].
+// Respond implements [Ledger]. A response that changes nothing is not
+// written (openFile.answers), which spares a delivery that ends before its
+// first checkpoint one transaction of three.
 func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Response) error {
+	if v, ok := s.files.LoadAndDelete(id); ok && v.(openFile).answers(r) {
+		return nil
+	}
 	if r.At.IsZero() {
 		r.At = time.Now()
 	}
-	s.files.Delete(id)
 	err := s.inTx(ctx, func(t tx) error { return t.respond(rule, id, r) })
 	if err != nil {
 		var qe *QuotaError
@@ -877,99 +881,25 @@ func (s *store) Respond(ctx context.Context, rule billing.Rule, id string, r Res
 	return nil
 }
 
-// openFile is the file a delivery's download had when the delivery opened,
-// and the bytes it claimed.
+// openFile is the file a delivery's download had when the delivery opened
+// (size and ETag both known), and the bytes the delivery claimed.
 type openFile struct {
 	size  int64
 	etag  string
 	claim billing.Interval
 }
 
-// holder is a [Ledger] that may hold back a response until the delivery's next
-// write: a delivery whose body ends before its first checkpoint then costs
-// two transactions (Open, Settle) instead of three. Only a response that can
-// neither refuse the delivery nor move it to another download is held, so
-// nothing a caller of Respond could act on is lost; until it is recorded, the
-// delivery's claim and its download's reservation stay as Open made them,
-// which covers every byte the response carries. A crash before then loses
-// nothing: recovery bills what the last checkpoint recorded and releases the
-// claim, as for any delivery.
-type holder interface {
-	// holdResponse reports whether r may wait for delivery id's next write.
-	holdResponse(id string, r Response) bool
-	// progressHeld records r, then p (Ledger.Progress), in one transaction.
-	progressHeld(ctx context.Context, rule billing.Rule, id string, r Response, p Progress) error
-	// settleHeld records r, then s (Ledger.Settle), in one transaction.
-	settleHeld(ctx context.Context, rule billing.Rule, id string, r Response, s Settlement) (Settled, error)
-}
-
-var _ holder = (*store)(nil)
-
-// holdResponse implements holder. A response may wait when delivery id was
-// opened by this store in a download whose file (size and ETag) was known, and
-// r is of that same file with a body inside the claim, or has no body: then
-// recording it can only shrink the claim, and a smaller claim never raises a
-// reservation (billing.Rule.Reserve), nor can it move the delivery. The file
-// of a download with an open delivery never changes under it: another
-// delivery's response of another file moves that delivery, not the download.
-func (s *store) holdResponse(id string, r Response) bool {
-	v, ok := s.files.Load(id)
-	if !ok {
-		return false
-	}
-	f := v.(openFile)
-	if r.Body.Empty() {
-		return true
-	}
-	return r.Size == f.size && r.ETag == f.etag &&
-		r.Body.Start >= f.claim.Start && r.Body.End <= f.claim.End && r.Body.End != billing.Unknown
-}
-
-// progressHeld implements holder.
-func (s *store) progressHeld(ctx context.Context, rule billing.Rule, id string, r Response, p Progress) error {
-	err := s.inTx(ctx, func(t tx) error {
-		if err := t.respondHeld(rule, id, r); err != nil {
-			return err
-		}
-		_, err := t.advance(rule, id, p, nil, 0)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("progress %s: %w", id, err)
-	}
-	s.files.Delete(id)
-	return nil
-}
-
-// settleHeld implements holder.
-func (s *store) settleHeld(ctx context.Context, rule billing.Rule, id string, r Response, st Settlement) (Settled, error) {
-	var out dvRow
-	err := s.inTx(ctx, func(t tx) error {
-		if err := t.respondHeld(rule, id, r); err != nil {
-			return err
-		}
-		var err error
-		out, err = t.advance(rule, id, st.Progress, &st, 0)
-		return err
-	})
-	if err != nil {
-		return Settled{}, fmt.Errorf("settle %s: %w", id, err)
-	}
-	s.files.Delete(id)
-	return out.Settled, nil
-}
-
-// respondHeld records a held response. One that finds its delivery settled
-// (recovered meanwhile by another replica) is left out: the settlement tops
-// the delivery up as it stands.
-func (t tx) respondHeld(rule billing.Rule, id string, r Response) error {
-	if r.At.IsZero() {
-		r.At = time.Now()
-	}
-	if err := t.respond(rule, id, r); err != nil && !errors.Is(err, ErrSettled) {
-		return err
-	}
-	return nil
+// answers reports whether r changes nothing of the delivery opened with f:
+// it is of the same file and carries exactly the bytes claimed. Nothing else
+// can have changed them meanwhile: a download's size and ETag, once known,
+// change only when another file's response moves its responding delivery out
+// (never the download itself while another delivery is open in it), and a
+// delivery's claim changes only by its own writes. Its reservation is then
+// what the rule makes of the same download and claims, as Open left it. A
+// write would only move the row's last-written times, which the delivery's
+// checkpoints and settlement write anyway.
+func (f openFile) answers(r Response) bool {
+	return r.Size == f.size && r.ETag == f.etag && r.Body == f.claim && !r.Body.Empty()
 }
 
 // respond records r as Stream's answer to delivery id (Ledger.Respond).
