@@ -137,7 +137,9 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	}
 	release, ok := s.Concurrency.Acquire(dl.id.UserID, plan.MaxConcurrent)
 	if !ok {
-		return tooMany("too_many_downloads", "too many downloads in progress; retry when one ends", retryAfter(0), nil)
+		e := tooMany("too_many_downloads", "too many downloads in progress; retry when one ends", retryAfter(0), nil)
+		e.Extra = map[string]any{"max_concurrent": plan.MaxConcurrent}
+		return e
 	}
 	defer release()
 	pace, unpace := s.pace.acquire(dl.id.UserID, plan.MaxBytesPerSecond)
@@ -149,6 +151,12 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	}
 
 	var dv delivery
+	if r.Method == http.MethodHead && s.Links != nil {
+		// A HEAD opens no delivery, so the ledger has not checked its link.
+		if err := s.Links.CheckLink(ctx, dl.id.UserID, dl.video, linkOf(dl.id)); err != nil {
+			return s.startRefused(err, dl.id)
+		}
+	}
 	if r.Method != http.MethodHead {
 		rg, ok := billingRange(r.Header)
 		if !ok {

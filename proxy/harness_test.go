@@ -341,6 +341,7 @@ func (e *env) gateway(mod func(*Config, *Deps)) *gateway {
 		Signer:  e.signer,
 		API:     e.api,
 		Meter:   e.meter,
+		Links:   e.ledger,
 		GeoIP:   e.geoip,
 		Country: e.country,
 		Checks: map[string]Check{

@@ -229,6 +229,10 @@ func TestLinkRevoked(t *testing.T) {
 	}
 	e.wantRefusedLink(t, byUser.URL, "revokee", "link_revoked")
 	e.wantRefusedLink(t, byUserAudio.URL, "revokee", "link_revoked")
+	// A HEAD opens no delivery; the link is checked all the same.
+	if r := do(t, e.client(addrUS), "HEAD", byUser.URL, nil, nil); r.status != http.StatusForbidden {
+		t.Errorf("HEAD of a revoked link: status %d, want 403", r.status)
+	}
 	if r := do(t, e.client(addrUS), "GET", bystander.URL, nil, nil); r.status != http.StatusOK {
 		t.Fatalf("another user's link: status %d", r.status)
 	}

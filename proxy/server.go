@@ -196,6 +196,14 @@ type Deps struct {
 	// Refusals keeps every refused request for the admin API to look up by
 	// request ID; nil keeps none.
 	Refusals RefusalStore
+	// Links checks a link's revocation for requests that open no delivery
+	// (HEAD); nil checks none there. Downloads are checked as they open.
+	Links LinkChecker
+}
+
+// LinkChecker tells whether a link was revoked, changing nothing.
+type LinkChecker interface {
+	CheckLink(ctx context.Context, user, video string, l usage.Link) error
 }
 
 // Server serves streamgate's routes.

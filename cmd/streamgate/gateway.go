@@ -171,6 +171,7 @@ func newGateway(ctx context.Context, cfg *config.Config, log *zap.Logger, opts g
 		Refusals: g.refusals,
 		Webhooks: hooks,
 		Enabler:  api,
+		Links:    linkChecker(g.ledger),
 	})
 	if err != nil {
 		return nil, err
@@ -277,6 +278,15 @@ func (g *gateway) newPolicy(ctx context.Context, cfg *config.Config) (gatewayPol
 		}
 	}
 	return pol, nil
+}
+
+// linkChecker is the ledger's revocation check for requests that open no
+// delivery, when it keeps revocations.
+func linkChecker(l usage.Ledger) proxy.LinkChecker {
+	if lc, ok := l.(proxy.LinkChecker); ok {
+		return lc
+	}
+	return nil
 }
 
 // newWebhooks verifies Stream's webhooks with the configured secrets; nil, and
@@ -592,6 +602,8 @@ var (
 	_ proxy.TokenSigner     = (*stream.Signer)(nil)
 	_ proxy.StreamAPI       = (*stream.Client)(nil)
 	_ proxy.DownloadEnabler = (*stream.Client)(nil)
+	_ proxy.LinkChecker     = (*usage.SQLite)(nil)
+	_ proxy.LinkChecker     = (*usage.Postgres)(nil)
 	_ proxy.WebhookVerifier = (*stream.WebhookVerifier)(nil)
 	_ proxy.Metering        = (*usage.Meter)(nil)
 	_ proxy.RateLimiter     = (*policy.Limiter)(nil)
