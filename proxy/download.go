@@ -135,7 +135,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	if err := allow(w, plan.Downloads, dl.id.UserID, "downloads started"); err != nil {
 		return err
 	}
-	release, ok := s.Concurrency.Acquire(dl.id.UserID, plan.MaxConcurrent)
+	release, ok := s.slots.acquire(dl.id.UserID, dl.video, dl.typ, addrString(ip), plan.MaxConcurrent)
 	if !ok {
 		e := tooMany("too_many_downloads", "too many downloads in progress; retry when one ends", retryAfter(0), nil)
 		e.Extra = map[string]any{"max_concurrent": plan.MaxConcurrent}

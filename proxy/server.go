@@ -217,6 +217,7 @@ type Server struct {
 	rp       http.Handler
 	tokens   *tokenCache
 	pace     *pacer
+	slots    *downloadSlots
 	links    *linkTokens
 	videos   *videoCache
 	ready    readiness
@@ -297,7 +298,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 		d.Metrics = noRecorder{}
 	}
 	d.Signer = mintCounter{TokenSigner: d.Signer, rec: d.Metrics}
-	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins}
+	s := &Server{cfg: cfg, Deps: d, log: d.Log, now: d.Now, delivery: del, public: pub, origins: origins,
+		slots: newDownloadSlots(d.Concurrency)}
 	s.tokens = newTokenCache(d.Signer, cfg.TokenTTL, d.Now, d.Metrics)
 	s.pace = newPacer()
 	s.links = newLinkTokens(d.Signer, cfg.LinkTTL, maxLinkTokens)
