@@ -53,10 +53,12 @@ type demoVideo struct {
 type demoInfo struct {
 	Gateway  string `json:"gateway"`
 	Emulator string `json:"emulator"`
-	// Admin is the gateway's admin listener: GET /metrics.
-	Admin  string      `json:"admin"`
-	Videos []demoVideo `json:"videos"`
-	Users  []demoUser  `json:"users"`
+	// Admin is the gateway's admin listener: GET /metrics, and the admin API
+	// with AdminToken.
+	Admin      string      `json:"admin"`
+	AdminToken string      `json:"admin_token"`
+	Videos     []demoVideo `json:"videos"`
+	Users      []demoUser  `json:"users"`
 }
 
 func demoCmd(e env) *cobra.Command {
@@ -130,6 +132,8 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	cfg.ShutdownGrace = 5 * time.Second
 	// The operators' listener, on a port of its own: GET /metrics.
 	cfg.Admin.Listen = "127.0.0.1:0"
+	adminToken := randomHex(32)
+	cfg.Admin.Token = config.Secret{Value: adminToken}
 	cfg.Stream.AccountID = "demo-account"
 	cfg.Stream.APIToken = config.Secret{Value: apiToken}
 	cfg.Stream.APIURL = emuURL + "/client/v4/"
@@ -192,7 +196,7 @@ func runDemo(ctx context.Context, e env, listen, emulatorListen, metering string
 	// Serve opens the admin listener first; its address goes into the description.
 	select {
 	case addr := <-g.adminAddr:
-		info.Admin = "http://" + addr
+		info.Admin, info.AdminToken = "http://"+addr, adminToken
 	case err := <-served:
 		return demoServed(err)
 	}
@@ -248,6 +252,8 @@ minutes drop; or use curl:
   curl -s -H "Authorization: Bearer $BOB" %s
   # what the gateway counted (bytes, billed and Stream minutes), off the public port
   curl -s %s/metrics
+  # the admin API (refusal lookup, link revocation) takes the JSON line's admin_token:
+  #   curl -s -H "Authorization: Bearer $ADMIN_TOKEN" %s/v1/admin/refusals/REQUEST_ID
 
 `, d.Gateway, d.Emulator, a.ID, a.Plan, a.MinutesPerMonth, b.ID, b.Plan, b.MinutesPerMonth, d.Gateway,
 		a.Token, b.Token,
@@ -256,7 +262,7 @@ minutes drop; or use curl:
 		d.Gateway, pub.UID,
 		d.Gateway,
 		pub.MP4, priv.MP4,
-		d.Admin)
+		d.Admin, d.Admin)
 }
 
 func randomHex(n int) string {

@@ -347,6 +347,19 @@ func TestDemo(t *testing.T) {
 			!near(p["minutes_remaining"].(float64), 15, 1e-6) || !near(p["minutes_needed"].(float64), 30, 1e-6) {
 			t.Errorf("refusal body = %v, want limit 25, used 10, remaining 15, needed 30", p)
 		}
+		// The admin API, with the demo's admin token, says why.
+		id, _ := p["request_id"].(string)
+		req, _ := http.NewRequest(http.MethodGet, info.Admin+"/v1/admin/refusals/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+info.AdminToken)
+		lookup, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, _ := io.ReadAll(lookup.Body)
+		lookup.Body.Close()
+		if lookup.StatusCode != http.StatusOK || !strings.Contains(string(lb), "quota") {
+			t.Errorf("refusal lookup of %q: status %d: %.300s; want 200 naming the quota", id, lookup.StatusCode, lb)
+		}
 	})
 
 	t.Run("metrics count what the ledger billed", func(t *testing.T) {
