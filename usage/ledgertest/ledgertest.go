@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) usage.Ledger) {
 		{"PaidDownloadNeverRefused", testPaidNeverRefused},
 		{"PerDownloadCopies", testCopies},
 		{"ProgressAndRecover", testRecover},
+		{"AnsweredAsClaimedThenRecover", testAnsweredThenRecover},
 		{"ConcurrentOpen", func(t *testing.T, l usage.Ledger) { OpenConcurrently(t, []usage.Ledger{l}) }},
 		{"FailuresAreTheirOwn", FailuresAreTheirOwn},
 		{"Charge", testCharge},
@@ -439,6 +440,37 @@ func testCopies(t *testing.T, l usage.Ledger) {
 	}
 	// Five copies: one duration per two copies, rounded up.
 	WantUsage(t, l, "alice", Period, 30, 0)
+}
+
+// testAnsweredThenRecover: deliveries whose responses carried exactly what
+// they claimed, of the file their downloads knew, and whose process died
+// before a checkpoint (one) and after one (the other), are recovered as
+// checkpointed, and nothing stays reserved.
+func testAnsweredThenRecover(t *testing.T, l usage.Ledger) {
+	early, late := Request("alice", billing.Whole), Request("bob", Bytes(Size/2, -1))
+	for _, req := range []usage.OpenRequest{early, late} {
+		op := MustOpen(t, l, Prop, req)
+		if err := l.Respond(ctx(), Prop, req.ID, usage.Response{Size: Size, ETag: ETag, Body: op.Claim, At: T0}); err != nil {
+			t.Fatalf("Respond %s: %v", req.ID, err)
+		}
+	}
+	WantUsage(t, l, "alice", Period, 0, 10)
+	WantUsage(t, l, "bob", Period, 0, 5)
+	if err := l.Progress(ctx(), Prop, late.ID, usage.Progress{Acked: Size / 4, StreamBytes: Size / 4, At: T0}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.Recover(ctx(), Prop, T0.Add(time.Hour))
+	if err != nil || len(out) != 2 {
+		t.Fatalf("Recover = %+v, %v", out, err)
+	}
+	for _, st := range out {
+		want := map[string]float64{"alice": 0, "bob": 2.5}[st.User]
+		if st.Status != "recovered" || !near(st.Minutes, want) || !near(st.StreamMinutes, want) {
+			t.Errorf("recovered %s = %+v, want %.1f minutes", st.User, st, want)
+		}
+	}
+	WantUsage(t, l, "alice", Period, 0, 0)
+	WantUsage(t, l, "bob", Period, 2.5, 0)
 }
 
 func testRecover(t *testing.T, l usage.Ledger) {
