@@ -17,6 +17,7 @@ import (
 	"crypto/rsa"
 	"encoding/hex"
 	"fmt"
+	"github.com/streamgate/streamgate/config"
 	"io"
 	"net"
 	"net/http"
@@ -234,13 +235,19 @@ func New(ctx context.Context, opts Options) (st *Stack, err error) {
 	if _, err := meter.Recover(ctx); err != nil {
 		return nil, fmt.Errorf("ledger recovery: %w", err)
 	}
+	dc := config.Default()
+	if opts.TokenTTL > 0 {
+		dc.Stream.TokenTTL = opts.TokenTTL
+	}
 	st.Gateway, err = proxy.New(proxy.Config{
-		PublicURL:   st.GatewayURL,
-		DeliveryURL: st.EmulatorURL,
-		TokenTTL:    opts.TokenTTL,
-		LinkMode:    "proxy",
-		DefaultPlan: Plan,
-		Plans:       plans,
+		PublicURL:     st.GatewayURL,
+		DeliveryURL:   st.EmulatorURL,
+		TokenTTL:      dc.Stream.TokenTTL,
+		LinkTTL:       dc.Links.TTL,
+		VideoCacheTTL: dc.Stream.VideoCacheTTL,
+		LinkMode:      "proxy",
+		DefaultPlan:   Plan,
+		Plans:         plans,
 	}, proxy.Deps{
 		Auth:        verifier,
 		Grants:      grants,

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"github.com/streamgate/streamgate/config"
 	"io"
 	"net"
 	"net/http"
@@ -320,10 +321,14 @@ func (e *env) gateway(mod func(*Config, *Deps)) *gateway {
 	e.t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
+	dc := config.Default()
 	cfg := Config{
-		PublicURL:   base,
-		DeliveryURL: e.emuSrv.URL,
-		DefaultPlan: "basic",
+		PublicURL:     base,
+		DeliveryURL:   e.emuSrv.URL,
+		TokenTTL:      dc.Stream.TokenTTL,
+		LinkTTL:       dc.Links.TTL,
+		VideoCacheTTL: dc.Stream.VideoCacheTTL,
+		DefaultPlan:   "basic",
 		Plans: map[string]Plan{
 			"basic":  {MinutesPerMonth: 1000},
 			"tiny":   {MinutesPerMonth: 0.5},

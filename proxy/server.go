@@ -117,26 +117,26 @@ type Plan struct {
 	MaxBytesPerSecond int64
 }
 
-// Config is what the handlers need to know, as config validated it. The
-// defaults shown are config.Default's where config has the key; New still
-// fills a zero duration in, for callers that build a Config by hand.
+// Config is what the handlers need to know, as config validated it: the
+// settings config has keys for come set (config.Default holds their defaults).
+// The timeouts config has no key for are the proxy's own: New fills in the
+// defaults shown.
 type Config struct {
 	// PublicURL is the base of proxy-mode link URLs.
 	PublicURL string
 	// DeliveryURL is the Stream delivery origin the proxy forwards to.
 	DeliveryURL string
-	// TokenTTL is the life of the Stream tokens the proxy mints (default 5m).
+	// TokenTTL is the life of the Stream tokens the proxy mints. Required.
 	TokenTTL time.Duration
 	// EgressRules go into every proxy-mode token (none by default).
 	EgressRules []stream.AccessRule
-	// LinkMode is "proxy" (default) or "direct".
+	// LinkMode is "proxy" or "direct"; "" is "proxy".
 	LinkMode string
-	// LinkTTL is the life of a link (default 15m).
+	// LinkTTL is the life of a link. Required.
 	LinkTTL time.Duration
 	// BindIP pins direct-mode tokens and grants to the client's address.
 	BindIP bool
-	// VideoCacheTTL is how long video details and download states are reused
-	// (default 30s).
+	// VideoCacheTTL is how long video details and download states are reused.
 	VideoCacheTTL time.Duration
 	// DialTimeout and ResponseHeaderTimeout bound the upstream (defaults 5s and 30s).
 	DialTimeout, ResponseHeaderTimeout time.Duration
@@ -246,6 +246,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Meter == nil {
 		problems = append(problems, errors.New("proxy: no meter"))
 	}
+	if cfg.TokenTTL <= 0 || cfg.LinkTTL <= 0 {
+		problems = append(problems, errors.New("proxy: no token or link lifetime (config.Default has them)"))
+	}
 	if len(cfg.AutoEnable) > 0 && (d.Webhooks == nil || d.Enabler == nil) {
 		problems = append(problems, errors.New("proxy: auto-enabling downloads needs a webhook verifier and an enabler"))
 	}
@@ -269,9 +272,6 @@ func New(cfg Config, d Deps) (*Server, error) {
 			origins[n] = true
 		}
 	}
-	setDefault(&cfg.TokenTTL, 5*time.Minute)
-	setDefault(&cfg.LinkTTL, 15*time.Minute)
-	setDefault(&cfg.VideoCacheTTL, 30*time.Second)
 	setDefault(&cfg.DialTimeout, 5*time.Second)
 	setDefault(&cfg.ResponseHeaderTimeout, 30*time.Second)
 	setDefault(&cfg.WriteIdleTimeout, 60*time.Second)
