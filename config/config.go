@@ -11,7 +11,9 @@ package config
 import (
 	"time"
 
+	"github.com/streamgate/streamgate/billing"
 	"github.com/streamgate/streamgate/stream"
+	"github.com/streamgate/streamgate/usage"
 )
 
 // Config is the whole of streamgate's configuration. Start from Default, or use
@@ -372,11 +374,13 @@ func Default() Config {
 		},
 		DefaultPlan: "free",
 		Plans:       Plans{"free": DefaultPlanSettings()},
+		// The billing rule's defaults are the billing package's, the meter's
+		// the usage package's.
 		Metering: Metering{
-			Mode:            "proportional",
-			ResumeWindow:    time.Hour,
-			CopiesPerCharge: 2,
-			CheckpointEvery: 2 * time.Second,
+			Mode:            string(billing.Proportional),
+			ResumeWindow:    billing.DefaultWindow,
+			CopiesPerCharge: billing.DefaultCopiesPerCharge,
+			CheckpointEvery: usage.DefaultCheckpointEvery,
 		},
 		Ledger: Ledger{
 			Driver:     "sqlite",

@@ -85,11 +85,15 @@ type fileID struct {
 	etag string
 }
 
+// DefaultCheckpointEvery is how often a meter checkpoints by default; config's
+// metering.checkpoint_every defaults to it.
+const DefaultCheckpointEvery = 2 * time.Second
+
 // NewMeter returns a Meter writing to l, with cfg's zero fields set to their
 // defaults.
 func NewMeter(l Ledger, cfg MeterConfig) *Meter {
 	if cfg.CheckpointEvery <= 0 {
-		cfg.CheckpointEvery = 2 * time.Second
+		cfg.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if cfg.CheckpointBytes <= 0 {
 		cfg.CheckpointBytes = 8 << 20
