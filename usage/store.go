@@ -690,14 +690,14 @@ func (t tx) checkLink(req OpenRequest) error {
 }
 
 // refetch reports whether a request for rg, joining download d with its open
-// deliveries open, asks for the file again: from its start, with nothing else
-// open, after the download sent a whole copy. It is billed as the download's
-// rule says, but a use-limited link spends a use on it as on a download it
-// starts; otherwise every fetch of a link within the resume window would be
-// its first use.
+// deliveries open, asks for the whole file again, with nothing else open, after
+// the download sent a whole copy. It is billed as the download's rule says,
+// but a use-limited link spends a use on it as on a download it starts;
+// otherwise every fetch of a link within the resume window would be its first
+// use. A range of part of the file (a player's probe, a seek) is no re-fetch.
 func refetch(d billing.Download, open []claimRow, rg billing.Range) bool {
-	fromStart := rg == billing.Whole || (rg.First == 0 && rg.Suffix == 0)
-	return fromStart && len(open) == 0 && d.Size > 0 && d.Sent >= d.Size
+	whole := rg == billing.Whole || (rg.Suffix == 0 && rg.First == 0 && (rg.Last < 0 || rg.Last >= d.Size-1))
+	return whole && len(open) == 0 && d.Size > 0 && d.Sent >= d.Size
 }
 
 // spendLinkUse spends one use of a use-limited link for a download it starts,

@@ -168,7 +168,8 @@ func testLinkSegmentsAndResumes(t *testing.T, l usage.Ledger) {
 
 	// Fetching the whole file again, within the window, after a whole copy
 	// was sent, spends a use: it joins the download (billed by its rule) but is
-	// a use of the link. A range from the middle of it spends none.
+	// a use of the link. A part of the file (from the middle, or the first
+	// hundred bytes) spends none.
 	twice := Link("link-twice", 2, T0.Add(-time.Minute))
 	for i, want := range []error{nil, nil, usage.ErrLinkUsedUp} {
 		req := Request("carol", billing.Whole)
@@ -182,10 +183,12 @@ func testLinkSegmentsAndResumes(t *testing.T, l usage.Ledger) {
 			t.Fatalf("fetch %d of the whole file: started %v", i+1, op.Started)
 		}
 		MustSettle(t, l, Prop, req.ID, Size)
-		middle := Request("carol", Bytes(Size/2, -1))
-		middle.Link, middle.At = twice, req.At.Add(time.Second)
-		MustOpen(t, l, Prop, middle)
-		MustSettle(t, l, Prop, middle.ID, 0)
+		for _, part := range []billing.Range{Bytes(Size/2, -1), Bytes(0, 99)} {
+			r := Request("carol", part)
+			r.Link, r.At = twice, req.At.Add(time.Second)
+			MustOpen(t, l, Prop, r)
+			MustSettle(t, l, Prop, r.ID, 0)
+		}
 	}
 
 	// Unlimited links, and requests without a link, are not counted.
