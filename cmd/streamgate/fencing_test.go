@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/streamgate/streamgate/config"
 	"github.com/streamgate/streamgate/stream"
 	"github.com/streamgate/streamgate/streamtest"
 )
@@ -87,8 +85,8 @@ func runFenceOutage(t *testing.T, clientPaced bool) {
 	// since the last round every 750 ms: without fencing, a reaper finds an
 	// owner's rows stale when the ledger returns before the owner's next
 	// checkpoint freshens them.
-	o := gwOptions{LedgerDSN: u.String()}
-	replicas := []*testGateway{startStaleGateway(t, se, o, fenceStale), startStaleGateway(t, se, o, fenceStale)}
+	o := gwOptions{LedgerDSN: u.String(), StaleAfter: fenceStale}
+	replicas := []*testGateway{startGateway(t, se, o), startGateway(t, se, o)}
 	c := clientFrom(t, ipGB)
 
 	fetches := make([]*fenceFetch, fenceDownloads)
@@ -329,7 +327,10 @@ func checkFenceLedger(t *testing.T, db *pgx.Conn, f *fenceFetch) {
 
 // pgTestSchema returns STREAMGATE_TEST_POSTGRES on a schema of the test's own,
 // dropped when the test ends, and skips t when the variable is not set.
-func pgTestSchema(t *testing.T) string {
+func pgTestSchema(t *testing.T) string { return pgSchema(t, "sgfence_") }
+
+// pgSchema is pgTestSchema with the schema's name starting with prefix.
+func pgSchema(t *testing.T, prefix string) string {
 	t.Helper()
 	base := os.Getenv("STREAMGATE_TEST_POSTGRES")
 	if base == "" {
@@ -342,7 +343,7 @@ func pgTestSchema(t *testing.T) string {
 		t.Fatalf("connect to STREAMGATE_TEST_POSTGRES: %v", err)
 	}
 	defer conn.Close(ctx)
-	schema := "sgfence_" + strings.ToLower(rand.Text())
+	schema := prefix + strings.ToLower(rand.Text())
 	ident := pgx.Identifier{schema}.Sanitize()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+ident); err != nil {
 		t.Fatal(err)
@@ -377,46 +378,4 @@ func pgConnect(t *testing.T, dsn string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
-}
-
-// startStaleGateway starts a gateway as startGateway does, with the ledger's
-// stale threshold set to stale.
-func startStaleGateway(t *testing.T, se *streamEnv, o gwOptions, stale time.Duration) *testGateway {
-	t.Helper()
-	ln, err := net.Listen("tcp", ipLocal+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := se.writeConfig(t, t.TempDir(), ln.Addr().String(), o)
-	cfg, err := config.Load(path, noEnv)
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	cfg.Ledger.StaleAfter = stale
-	logs := &syncBuffer{}
-	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := newGateway(ctx, cfg, log, gatewayOptions{})
-	if err != nil {
-		cancel()
-		ln.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		g.Close()
-		if t.Failed() {
-			t.Logf("gateway %s log:\n%s", ln.Addr(), logs.String())
-		}
-	})
-	return &testGateway{url: "http://" + ln.Addr().String(), cfgPath: path, cfg: cfg, logs: logs}
 }

@@ -146,8 +146,10 @@ type gwOptions struct {
 	// (1000); it refills at 100,000 a minute unless DownloadsPerMinute is set.
 	DownloadBurst      int
 	DownloadsPerMinute float64
-	// LedgerDSN, when set, puts the ledger on PostgreSQL instead of SQLite.
-	LedgerDSN string
+	// LedgerDSN, when set, puts the ledger on PostgreSQL instead of SQLite;
+	// StaleAfter, when set, is its ledger.stale_after.
+	LedgerDSN  string
+	StaleAfter time.Duration
 	// RedisAddr and RedisPrefix, when set, share rate limits through Redis.
 	RedisAddr, RedisPrefix string
 	// WebhookSecret, when set, turns POST /hooks/stream on; AutoEnable are the
@@ -200,6 +202,9 @@ func (se *streamEnv) writeConfig(t *testing.T, dir, listen string, o gwOptions) 
 	ledger := fmt.Sprintf("ledger:\n  path: %q\n", filepath.Join(dir, "ledger.db"))
 	if o.LedgerDSN != "" {
 		ledger = fmt.Sprintf("ledger:\n  driver: postgres\n  dsn: {value: %q}\n", o.LedgerDSN)
+		if o.StaleAfter > 0 {
+			ledger += fmt.Sprintf("  stale_after: %s\n", o.StaleAfter)
+		}
 	}
 	if o.RedisAddr != "" {
 		ledger += fmt.Sprintf("redis:\n  addr: %q\n  key_prefix: %q\n", o.RedisAddr, o.RedisPrefix)

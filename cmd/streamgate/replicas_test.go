@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/streamgate/streamgate/stream"
 )
@@ -20,41 +16,12 @@ import (
 // named by STREAMGATE_TEST_POSTGRES and STREAMGATE_TEST_REDIS (.ci/run sets them).
 func sharedStores(t *testing.T) (dsn, redisAddr, prefix string) {
 	t.Helper()
-	base, redisAddr := os.Getenv("STREAMGATE_TEST_POSTGRES"), os.Getenv("STREAMGATE_TEST_REDIS")
-	if base == "" || redisAddr == "" {
+	redisAddr = os.Getenv("STREAMGATE_TEST_REDIS")
+	if os.Getenv("STREAMGATE_TEST_POSTGRES") == "" || redisAddr == "" {
 		t.Skip("STREAMGATE_TEST_POSTGRES and STREAMGATE_TEST_REDIS are not both set: " +
 			"set them (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable and 127.0.0.1:6379) to run the replica tests")
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to STREAMGATE_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	schema := "sgreplica_" + strings.ToLower(rand.Text())
-	ident := pgx.Identifier{schema}.Sanitize()
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+ident); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+ident+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), redisAddr, "sgtest:" + strings.ToLower(rand.Text()) + ":"
+	return pgSchema(t, "sgreplica_"), redisAddr, "sgtest:" + strings.ToLower(rand.Text()) + ":"
 }
 
 // TestReplicasShareQuotaAndLimits runs two gateways on one PostgreSQL ledger and
