@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -202,11 +201,11 @@ type bufferPool struct {
 }
 
 func newBufferPool(size int) *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { return make([]byte, size) }}}
+	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, size); return &b }}}
 }
 
-func (p *bufferPool) Get() []byte  { return p.pool.Get().([]byte) }
-func (p *bufferPool) Put(b []byte) { p.pool.Put(b) }
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 // serveBare is the bare reverse proxy: every request forwarded to upstream
 // as it is, the body copied through buffers of size bytes.
@@ -390,12 +389,6 @@ func moduleRoot() (string, error) {
 		return "", errors.New("not inside the streamgate module")
 	}
 	return filepath.Dir(mod), nil
-}
-
-// firstLine reads one line from r.
-func firstLine(r io.Reader) string {
-	s, _ := bufio.NewReader(r).ReadString('\n')
-	return strings.TrimSpace(s)
 }
 
 // withTrace calls first when the answer's first byte arrives.
