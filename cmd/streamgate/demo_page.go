@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/streamgate/streamgate/stream"
 )
 
 // The demo page: plain HTML, CSS and JavaScript in demopage/, embedded in the
@@ -130,16 +133,15 @@ func demoCSP(publicURL string) string {
 func demoFilename(name string) string {
 	var b strings.Builder
 	for _, c := range name {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		if c < utf8.RuneSelf && stream.URLSafeByte(byte(c)) {
 			b.WriteRune(c)
-		default:
+		} else {
 			b.WriteByte('-')
 		}
 	}
 	s := strings.Trim(b.String(), "-")
-	if len(s) > 120 {
-		s = s[:120]
+	if len(s) > stream.MaxFilenameLen {
+		s = s[:stream.MaxFilenameLen]
 	}
 	if s == "" {
 		s = "video"
