@@ -14,7 +14,7 @@ import (
 
 // benchMeter is whole 64 KiB deliveries through a meter, as the proxy makes
 // them (Start, Respond, Wrote, Finish), each of a user of its own, of a file
-// the meter knows: from one goroutine (-cpu 1) or 16 (-cpu 2, SetParallelism 8).
+// the meter knows: from 8 goroutines on one CPU (-cpu 1) or 16 on two (-cpu 2): SetParallelism 8.
 func benchMeter(b *testing.B, l usage.Ledger) {
 	const small = 64 << 10
 	m := usage.NewMeter(l, usage.MeterConfig{})

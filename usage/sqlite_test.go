@@ -74,7 +74,7 @@ func TestOpenSQLite(t *testing.T) {
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
 
 // BenchmarkSQLiteDeliveries is whole deliveries through a ledger file, from
-// one goroutine (-cpu 1) or 16 (-cpu 2, SetParallelism 8).
+// 8 goroutines on one CPU (-cpu 1) or 16 on two (-cpu 2): SetParallelism 8.
 func BenchmarkSQLiteDeliveries(b *testing.B) {
 	l, err := usage.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "ledger.db"))
 	if err != nil {
