@@ -405,14 +405,25 @@ func hasBearer(r *http.Request) bool {
 	return ok && strings.EqualFold(scheme, "Bearer")
 }
 
+// ipLimited spends a token of the client address's bucket for a failed or
+// unauthenticated request, and is the 429 to answer when it is empty; nil
+// otherwise.
+func (s *Server) ipLimited(r *http.Request, cause error) *Error {
+	if s.IPLimit == nil {
+		return nil
+	}
+	res := s.IPLimit.Allow(addrString(clientIP(r)))
+	if res.Allowed {
+		return nil
+	}
+	h := http.Header{}
+	res.SetHeaders(h)
+	return tooMany("rate_limited", "too many failed or unauthenticated requests", h, cause)
+}
+
 func (s *Server) authFailed(r *http.Request, cause error) error {
-	if s.IPLimit != nil {
-		ip := addrString(clientIP(r))
-		if res := s.IPLimit.Allow(ip); !res.Allowed {
-			h := http.Header{}
-			res.SetHeaders(h)
-			return tooMany("rate_limited", "too many failed or unauthenticated requests", h, cause)
-		}
+	if pe := s.ipLimited(r, cause); pe != nil {
+		return pe
 	}
 	detail := "the credential is missing, invalid or expired"
 	h := http.Header{"Www-Authenticate": {`Bearer error="invalid_token"`}}

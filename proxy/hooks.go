@@ -80,12 +80,8 @@ func (s *Server) handleStreamHook(w http.ResponseWriter, r *http.Request) error 
 // later), a body that is not a video event 400. A failure spends a token of
 // the client address's bucket, as a failed portal credential does.
 func (s *Server) webhookRefused(r *http.Request, err error) error {
-	if s.IPLimit != nil {
-		if res := s.IPLimit.Allow(addrString(clientIP(r))); !res.Allowed {
-			h := http.Header{}
-			res.SetHeaders(h)
-			return tooMany("rate_limited", "too many failed or unauthenticated requests", h, err)
-		}
+	if pe := s.ipLimited(r, err); pe != nil {
+		return pe
 	}
 	var pe *Error
 	switch {

@@ -674,13 +674,21 @@ func (t tx) checkLink(req OpenRequest) error {
 	if req.Link.ID == "" {
 		return nil
 	}
+	return linkRevoked(t.row(linkRevokedQuery, req.User, req.Video, req.Link.issued(), req.Link.ID))
+}
+
+// linkRevokedQuery counts what revokes a link: a revocation of its user, or
+// user and video, made after it was issued, and its own ID's.
+const linkRevokedQuery = `SELECT
+	(SELECT COUNT(*) FROM link_revocations
+		WHERE user_id = ? AND (video = '' OR video = ?) AND not_before > CAST(? AS BIGINT))
+	+ (SELECT COUNT(*) FROM revoked_links WHERE id = ?)`
+
+// linkRevoked reads linkRevokedQuery's count: ErrLinkRevoked when anything
+// revokes the link.
+func linkRevoked(r scanner) error {
 	var n int64
-	err := t.row(`SELECT
-			(SELECT COUNT(*) FROM link_revocations
-				WHERE user_id = ? AND (video = '' OR video = ?) AND not_before > CAST(? AS BIGINT))
-			+ (SELECT COUNT(*) FROM revoked_links WHERE id = ?)`,
-		req.User, req.Video, req.Link.issued(), req.Link.ID).Scan(&n)
-	if err != nil {
+	if err := r.Scan(&n); err != nil {
 		return fmt.Errorf("check link: %w", err)
 	}
 	if n > 0 {
