@@ -277,9 +277,6 @@ type MemoryReplayCache struct {
 
 	mu      sync.Mutex
 	expires map[string]time.Time
-	// order holds the keys by insertion; with one MaxAge for every entry that is
-	// nearly expiry order, so expired entries are dropped from its front.
-	order []string
 }
 
 var _ ReplayCache = (*MemoryReplayCache)(nil)
@@ -309,25 +306,16 @@ func (c *MemoryReplayCache) Remember(_ context.Context, key string, expires, now
 		return false, ErrReplayCacheFull
 	}
 	c.expires[key] = expires
-	c.order = append(c.order, key)
 	return true, nil
 }
 
 // prune drops every expired entry. The caller holds c.mu.
 func (c *MemoryReplayCache) prune(now time.Time) {
-	kept := c.order[:0]
-	for _, k := range c.order {
-		exp, ok := c.expires[k]
-		switch {
-		case !ok:
-		case !now.Before(exp):
+	for k, exp := range c.expires {
+		if !now.Before(exp) {
 			delete(c.expires, k)
-		default:
-			kept = append(kept, k)
 		}
 	}
-	clear(c.order[len(kept):])
-	c.order = kept
 }
 
 // Len is the number of entries held, expired ones not yet pruned included.

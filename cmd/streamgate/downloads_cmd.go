@@ -86,11 +86,7 @@ func apiClient(path string, getenv func(string) string) (*config.Config, *stream
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := stream.NewClient(stream.ClientConfig{
-		AccountID: cfg.Stream.AccountID,
-		APIToken:  string(cfg.Stream.APIToken.Bytes()),
-		BaseURL:   cfg.Stream.APIURL,
-	})
+	c, err := stream.NewClient(cfg.StreamClient())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -388,7 +388,11 @@ func (g *gateway) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		adminErr := make(chan error, 1)
 		go func() { adminErr <- g.admin.Serve(aln) }()
-		g.adminAddr <- aln.Addr().String()
+		// Only the first Serve's address is kept; nobody need read it.
+		select {
+		case g.adminAddr <- aln.Addr().String():
+		default:
+		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
