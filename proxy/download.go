@@ -158,10 +158,7 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		}
 	}
 	if r.Method != http.MethodHead {
-		rg, ok := billingRange(r.Header)
-		if !ok {
-			dropRange(r.Header)
-		}
+		rg := meterRange(r.Header)
 		d, err := s.Meter.Start(ctx, usage.StartRequest{
 			User:         dl.id.UserID,
 			Plan:         planName,
@@ -263,23 +260,26 @@ func (s *Server) awaitAcked(r *http.Request, mw *meteredWriter) bool {
 	_ = http.NewResponseController(mw.ResponseWriter).Flush()
 	written := mw.written.Load()
 	last, _ := acked.ForRequest(r, written)
+	if last >= written {
+		return true
+	}
 	idle := time.NewTimer(ackIdle)
 	defer idle.Stop()
 	// Look again soon, then less often: on a short path the last
 	// acknowledgements take microseconds, across the world tens of milliseconds.
 	pause := ackFirstPoll
+	poll := time.NewTimer(pause)
+	defer poll.Stop()
 	for last < written {
-		t := time.NewTimer(pause)
 		select {
 		case <-r.Context().Done():
-			t.Stop()
 			return false
 		case <-idle.C:
-			t.Stop()
 			return false
-		case <-t.C:
+		case <-poll.C:
 		}
 		pause = min(2*pause, ackPoll)
+		poll.Reset(pause)
 		if n, _ := acked.ForRequest(r, written); n > last {
 			last = n
 			idle.Reset(ackIdle)
@@ -295,6 +295,17 @@ const (
 	ackFirstPoll = 20 * time.Microsecond
 	ackPoll      = 5 * time.Millisecond
 )
+
+// meterRange is the byte range the meter claims for a request with header h:
+// what billingRange reads, or the whole file, with the Range header dropped
+// (dropRange) when it cannot be used as it stands.
+func meterRange(h http.Header) billing.Range {
+	rg, ok := billingRange(h)
+	if !ok {
+		dropRange(h)
+	}
+	return rg
+}
 
 // billingRange reads the request's single byte range for the meter:
 // billing.Whole when there is none. ok is false when the Range header cannot
