@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,6 +57,42 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// LoadKeys is Load for a command that reads only keys: the configuration is
+// made as Load makes it (defaults, the file, the environment, the secrets
+// Validate could resolve), and only problems in keys fail it. Unknown keys and
+// YAML errors fail it whatever they name. `streamgate keys create` runs before
+// the signing key it creates is configured this way.
+func LoadKeys(path string, getenv func(string) string, keys []string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c := Default()
+	if err := decode(data, &c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.applyEnv(getenv)
+	if err := c.Validate(getenv); err != nil {
+		var all Errors
+		if !errors.As(err, &all) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		var mine Errors
+		for _, p := range all {
+			if slices.Contains(keys, p.Key) {
+				mine = append(mine, p)
+			}
+		}
+		if len(mine) > 0 {
+			return nil, fmt.Errorf("config %s: %w", path, mine)
+		}
+	}
+	return &c, nil
 }
 
 // Parse is Load on the file's contents. An empty document is all defaults.

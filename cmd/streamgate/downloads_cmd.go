@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
 	"github.com/streamgate/streamgate/config"
@@ -26,58 +23,12 @@ var apiKeys = []string{"stream.account_id", "stream.api_token", "stream.api_url"
 // loadPartialConfig reads the configuration as serve does (defaults, the file,
 // the environment) but holds a command only to the keys it reads: `keys create`
 // must run before the signing key it creates is configured, and enabling a
-// download needs no portal secret. Problems in other keys are ignored; unknown
-// keys and YAML errors are not.
+// download needs no portal secret (config.LoadKeys).
 func loadPartialConfig(path string, getenv func(string) string, keys []string) (*config.Config, error) {
-	cfg, err := loadConfig(path, getenv)
-	if err == nil {
-		return cfg, nil
+	if path == "" {
+		return loadConfig(path, getenv)
 	}
-	var all config.Errors
-	if !errors.As(err, &all) {
-		return nil, err
-	}
-	c := config.Default()
-	data, rerr := os.ReadFile(path)
-	if rerr != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if derr := dec.Decode(&c); derr != nil && !errors.Is(derr, io.EOF) {
-		return nil, err // unknown keys or a type error: Load's report names them
-	}
-	applyStreamEnv(&c, getenv)
-	// Validate resolves the secrets of every key it can, whatever fails elsewhere.
-	var mine config.Errors
-	if verr := c.Validate(getenv); errors.As(verr, &all) {
-		for _, p := range all {
-			if slices.Contains(keys, p.Key) {
-				mine = append(mine, p)
-			}
-		}
-	}
-	if len(mine) > 0 {
-		return nil, fmt.Errorf("config %s: %w", path, mine)
-	}
-	return &c, nil
-}
-
-// applyStreamEnv applies the environment overrides of stream keys, by the
-// variable names config documents.
-func applyStreamEnv(c *config.Config, getenv func(string) string) {
-	set := map[string]func(string){
-		"stream.account_id":     func(v string) { c.Stream.AccountID = v },
-		"stream.delivery_url":   func(v string) { c.Stream.DeliveryURL = v },
-		"stream.signing_key_id": func(v string) { c.Stream.SigningKeyID = v },
-	}
-	for name, key := range config.EnvOverrides() {
-		if f, ok := set[key]; ok {
-			if v := getenv(name); v != "" {
-				f(v)
-			}
-		}
-	}
+	return config.LoadKeys(path, getenv, keys)
 }
 
 // apiClient builds a Stream API client from the configuration file at path.
