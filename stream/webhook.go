@@ -126,10 +126,14 @@ func (v *WebhookVerifier) VerifyAt(ctx context.Context, header string, body []by
 	if err != nil {
 		return VideoEvent{}, err
 	}
+	macs := make([][]byte, len(v.secrets))
+	for i, secret := range v.secrets {
+		macs[i] = webhookMAC(secret, sig.Time, body)
+	}
 	matched := ""
 	for _, s := range sig.Sigs {
-		for _, secret := range v.secrets {
-			if hmac.Equal(s, webhookMAC(secret, sig.Time, body)) {
+		for _, mac := range macs {
+			if hmac.Equal(s, mac) {
 				matched = hex.EncodeToString(s)
 			}
 		}

@@ -51,7 +51,7 @@ func newAdmin(m *metrics.Metrics, opts adminOptions) *adminServer {
 	}
 	a.mux.Handle("GET /metrics", m.Handler())
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeAdminProblem(w, r, http.StatusNotFound, "not_found", "no such admin route", nil)
+		writeProblem(w, r, http.StatusNotFound, "not_found", "no such admin route", nil)
 	})
 	a.hs = &http.Server{
 		Handler:           a.mux,
@@ -101,13 +101,13 @@ func (a *adminServer) Shutdown(ctx context.Context) error {
 func (a *adminServer) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.tokenHash == nil {
-			writeAdminProblem(w, r, http.StatusForbidden, "admin_disabled",
+			writeProblem(w, r, http.StatusForbidden, "admin_disabled",
 				"the admin API is off: set admin.token to turn it on", nil)
 			return
 		}
 		tok, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
-			writeAdminProblem(w, r, http.StatusUnauthorized, "unauthorized",
+			writeProblem(w, r, http.StatusUnauthorized, "unauthorized",
 				"send the admin token as Authorization: Bearer TOKEN",
 				http.Header{"WWW-Authenticate": {`Bearer realm="streamgate-admin"`}})
 			return
@@ -116,7 +116,7 @@ func (a *adminServer) requireToken(next http.Handler) http.Handler {
 		if subtle.ConstantTimeCompare(got[:], a.tokenHash) != 1 {
 			a.log.Warn("admin call with a wrong token",
 				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
-			writeAdminProblem(w, r, http.StatusUnauthorized, "unauthorized", "the admin token is not valid",
+			writeProblem(w, r, http.StatusUnauthorized, "unauthorized", "the admin token is not valid",
 				http.Header{"WWW-Authenticate": {`Bearer realm="streamgate-admin", error="invalid_token"`}})
 			return
 		}
@@ -135,9 +135,9 @@ func bearerToken(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-// writeAdminProblem writes a JSON problem body in the public routes' format
+// writeProblem writes a JSON problem body in the public routes' format
 // (type urn:streamgate:problem:TYPE, title, status, detail).
-func writeAdminProblem(w http.ResponseWriter, r *http.Request, status int, typ, detail string, h http.Header) {
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, detail string, h http.Header) {
 	for k, vs := range h {
 		for _, v := range vs {
 			w.Header().Add(k, v)

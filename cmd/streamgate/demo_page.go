@@ -81,7 +81,7 @@ func (p *demoPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		h.Set("Allow", "GET, HEAD")
-		demoProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "the demo page answers GET and HEAD only")
+		writeProblem(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "the demo page answers GET and HEAD only", nil)
 		return
 	}
 	switch r.URL.Path {
@@ -97,7 +97,7 @@ func (p *demoPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/demo/videos":
 		demoJSON(w, map[string]any{"videos": p.videos})
 	default:
-		demoProblem(w, http.StatusNotFound, "not_found", "the demo page has no such file")
+		writeProblem(w, r, http.StatusNotFound, "not_found", "the demo page has no such file", nil)
 	}
 }
 
@@ -152,17 +152,4 @@ func demoFilename(name string) string {
 func demoJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// demoProblem answers with a problem body shaped like the gateway's.
-func demoProblem(w http.ResponseWriter, status int, typ, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"type":   "urn:streamgate:problem:" + typ,
-		"title":  http.StatusText(status),
-		"status": status,
-		"detail": detail,
-	})
 }

@@ -16,18 +16,18 @@ func refusalLookup(store refusalStore) http.Handler {
 		// Request IDs are what the gateway accepts in X-Request-ID: short and
 		// URL-safe.
 		if id == "" || len(id) > 64 || !stream.URLSafe(id) {
-			writeAdminProblem(w, r, http.StatusBadRequest, "bad_request_id",
+			writeProblem(w, r, http.StatusBadRequest, "bad_request_id",
 				"a request ID is 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'", nil)
 			return
 		}
 		rf, ok, err := store.Get(r.Context(), id)
 		switch {
 		case err != nil:
-			writeAdminProblem(w, r, http.StatusServiceUnavailable, "refusals_unavailable",
+			writeProblem(w, r, http.StatusServiceUnavailable, "refusals_unavailable",
 				"the refusal store did not answer; retry later", nil)
 			return
 		case !ok:
-			writeAdminProblem(w, r, http.StatusNotFound, "refusal_not_found",
+			writeProblem(w, r, http.StatusNotFound, "refusal_not_found",
 				"no refusal is kept for this request ID: it was not refused, or it expired", nil)
 			return
 		}
