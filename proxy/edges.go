@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -335,6 +336,10 @@ type problemConn struct{ net.Conn }
 // (package acked).
 func (c *problemConn) NetConn() net.Conn { return c.Conn }
 
+// maxCanned is more than any answer net/http writes itself takes: a status
+// line with a short reason, cannedHeaders and the status line again.
+const maxCanned = 1 << 10
+
 // cannedHeaders follow the status line of every answer net/http writes itself.
 const cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
@@ -348,6 +353,11 @@ func (c *problemConn) CloseWrite() error {
 }
 
 func (c *problemConn) Write(b []byte) (int, error) {
+	// net/http writes its own answers in one short write; a body's writes are
+	// passed on without a look, or a copy.
+	if len(b) > maxCanned || !bytes.HasPrefix(b, []byte("HTTP/1.1 ")) {
+		return c.Conn.Write(b)
+	}
 	if out, ok := problemFromCanned(b); ok {
 		if _, err := c.Conn.Write(out); err != nil {
 			return 0, err

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -193,6 +194,48 @@ func TestProblemFromCanned(t *testing.T) {
 		}
 	}
 }
+
+// TestProblemConnWrite: the connection rewrites a canned answer written in one
+// short write, and passes everything else on byte for byte, even a long body
+// write that happens to begin like one.
+func TestProblemConnWrite(t *testing.T) {
+	const canned = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
+	long := canned + strings.Repeat("x", 32<<10)
+	tests := []struct {
+		name    string
+		in      string
+		rewrite bool
+	}{
+		{"canned answer", canned, true},
+		{"body write beginning like one", long, false},
+		{"body bytes", strings.Repeat("y", 32<<10), false},
+		{"handler's header", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got recordConn
+			n, err := (&problemConn{Conn: &got}).Write([]byte(tt.in))
+			if err != nil || n != len(tt.in) {
+				t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(tt.in))
+			}
+			rewritten := got.String() != tt.in
+			if rewritten != tt.rewrite {
+				t.Errorf("rewritten %v, want %v: %.120q", rewritten, tt.rewrite, got.String())
+			}
+			if tt.rewrite && !strings.Contains(got.String(), "application/problem+json") {
+				t.Errorf("rewritten answer is not a problem: %.200q", got.String())
+			}
+		})
+	}
+}
+
+// recordConn is a net.Conn that keeps what is written to it.
+type recordConn struct {
+	net.Conn
+	strings.Builder
+}
+
+func (c *recordConn) Write(b []byte) (int, error) { return c.Builder.Write(b) }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
 

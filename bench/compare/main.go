@@ -56,6 +56,7 @@ type config struct {
 	postgres    string
 	nginx       bool
 	gatewayBin  string
+	profile     string
 	// serve, listen and the rest run this program as one of its servers.
 	serve, listen, upstream, keyFile, secret string
 	buffer                                   int
@@ -78,6 +79,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		"PostgreSQL URL: also measure streamgate on a PostgreSQL ledger (a schema of its own, dropped after)")
 	fs.BoolVar(&c.nginx, "nginx", true, "measure nginx (installed with apt-get when missing; skipped when that fails)")
 	fs.StringVar(&c.gatewayBin, "streamgate", "", "a streamgate binary to measure; empty builds ./cmd/streamgate")
+	fs.StringVar(&c.profile, "profile", "", "instead of the rounds, profile the SQLite streamgate under each workload (CPU, heap, goroutines) into this directory")
 	fs.BoolVar(&smoke, "smoke", false, "a short run: 1 round, small sizes, 10 slow downloads")
 	fs.StringVar(&c.serve, "serve", "", "internal: serve as bare-proxy or sign")
 	fs.StringVar(&c.listen, "listen", "", "internal: address to serve on")
@@ -108,6 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg)
 	default:
 		return fmt.Errorf("-serve %q: want bare-proxy or sign", cfg.serve)
+	}
+	if cfg.profile != "" {
+		return profileAll(ctx, cfg, cfg.profile, stderr)
 	}
 	rep, err := measureAll(ctx, cfg, stderr)
 	if err != nil {
@@ -155,6 +160,9 @@ type setup struct {
 	direct     *proc // streamgate with direct links
 	skipped    []string
 	dropSchema func()
+	// whileSlow, when set, runs while the slow downloads are all in flight
+	// (-profile takes its memory profiles then).
+	whileSlow func() error
 }
 
 func (s *setup) close() {

@@ -278,6 +278,11 @@ func (s *setup) slow(ctx context.Context, p *proc, n int, bytesPerSec int64) (fl
 		peak = max(peak, p.rss())
 	}
 	inFlight := started.Load()
+	if s.whileSlow != nil {
+		if err := s.whileSlow(); err != nil {
+			return 0, err
+		}
+	}
 	cancel()
 	wg.Wait()
 	close(errs)

@@ -33,6 +33,9 @@ type proc struct {
 	tree bool
 	// exited is closed once the one goroutine that waits for the process has.
 	exited chan struct{}
+	// admin is a streamgate process's admin listener (http://ADDR) and
+	// adminToken its bearer token; "" for the other servers.
+	admin, adminToken string
 }
 
 // stop ends the process and waits for it.
@@ -331,6 +334,9 @@ plans:
     max_concurrent: 0
 ledger:
 %[9]s
+admin:
+  listen: %[10]q
+  token: {value: %[11]q}
 log:
   level: info
   format: json
@@ -350,16 +356,26 @@ func startGateway(ctx context.Context, dir, name string, g gatewaySetup, linkMod
 	if err != nil {
 		return nil, err
 	}
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	adminToken := randomHex(24)
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(g.key)})
 	conf := filepath.Join(dir, name+".yaml")
 	body := fmt.Sprintf(gatewayConf, addr, g.account, g.apiToken, g.emulator, g.keyID, string(keyPEM), g.secret,
-		linkMode, ledgerConf)
+		linkMode, ledgerConf, adminAddr, adminToken)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(g.bin, "serve", "--config", conf)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
-	return start(ctx, dir, name, "http://"+addr, false, cmd)
+	p, err := start(ctx, dir, name, "http://"+addr, false, cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.admin, p.adminToken = "http://"+adminAddr, adminToken
+	return p, nil
 }
 
 // buildGateway builds cmd/streamgate into dir, as `make build` does.

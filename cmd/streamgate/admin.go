@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -50,6 +51,13 @@ func newAdmin(m *metrics.Metrics, opts adminOptions) *adminServer {
 		a.tokenHash = h[:]
 	}
 	a.mux.Handle("GET /metrics", m.Handler())
+	// Go's profiles, for operators measuring a live replica. They carry no
+	// request data but do reveal the code's layout and load, so they sit
+	// behind the admin token like the rest of the admin API.
+	a.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+	a.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	a.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	a.Handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusNotFound, "not_found", "no such admin route", nil)
 	})

@@ -217,3 +217,21 @@ func TestBearerToken(t *testing.T) {
 		})
 	}
 }
+
+// TestAdminProfiles: Go's profiles answer with the admin token and only with it.
+func TestAdminProfiles(t *testing.T) {
+	_, base := startAdmin(t, metrics.New("test"), testAdminToken)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/profile?seconds=1"} {
+		if got := adminDo(t, http.MethodGet, base+path, ""); got.status != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d, want 401", path, got.status)
+		}
+	}
+	if got := adminDo(t, http.MethodGet, base+"/debug/pprof/goroutine?debug=1", "Bearer "+testAdminToken); got.status != http.StatusOK ||
+		!strings.Contains(got.body, "goroutine profile:") {
+		t.Errorf("goroutine profile with the token: %d %.200s", got.status, got.body)
+	}
+	if got := adminDo(t, http.MethodGet, base+"/debug/pprof/profile?seconds=1", "Bearer "+testAdminToken); got.status != http.StatusOK ||
+		len(got.body) == 0 {
+		t.Errorf("CPU profile with the token: %d, %d bytes", got.status, len(got.body))
+	}
+}
