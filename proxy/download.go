@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/streamgate/streamgate/acked"
 	"github.com/streamgate/streamgate/auth"
 	"github.com/streamgate/streamgate/billing"
@@ -236,6 +238,27 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		_, _ = dv.Finish(outcome)
 	}()
 	s.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, upstreamKey, up)))
+	if up.body != nil {
+		// Closed before the settlement above runs: closing an abandoned body
+		// counts what Stream had delivered into its socket.
+		defer up.body.Close()
+		ackedNow := func() (int64, time.Time) { return 0, time.Now() }
+		if mw != nil {
+			ackedNow = func() (int64, time.Time) {
+				n, _ := acked.ForRequest(r, mw.written.Load())
+				return n, time.Now()
+			}
+		}
+		if err := copyBody(rw, dw.rc.Flush, up.body, ackedNow); err != nil {
+			var re readError
+			if errors.As(err, &re) && !errors.Is(err, context.Canceled) {
+				s.log.Named("proxy").Warn(redactText(err.Error()), zap.String("request_id", ri.id))
+			}
+			// As httputil.ReverseProxy does: the response cannot be finished,
+			// so net/http drops the connection.
+			panic(http.ErrAbortHandler)
+		}
+	}
 	finished = true
 	return nil
 }

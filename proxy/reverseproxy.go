@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +37,9 @@ type upstream struct {
 	conn      net.Conn     // the connection the answer came on
 	headersOK bool         // a 2xx (or 304/412/416) answer was passed on
 	err       error        // why the proxy answered instead of Stream
+	// body is Stream's body once its answer is passed on; serveDownload
+	// copies it to the client and closes it.
+	body *idleBody
 }
 
 func (u *upstream) failure() string {
@@ -98,11 +100,12 @@ func (s *Server) newReverseProxy() http.Handler {
 	return &httputil.ReverseProxy{
 		// What ReverseProxy reports itself (a body copy that failed) goes to the
 		// process log, redacted like every other line.
-		ErrorLog:   log.New(logWriter{s.log.Named("proxy")}, "", 0),
-		Transport:  tr,
-		BufferPool: newBufferPool(),
-		// Flush as bytes arrive so metering and the client see the same progress.
-		FlushInterval: -1,
+		ErrorLog:  log.New(logWriter{s.log.Named("proxy")}, "", 0),
+		Transport: tr,
+		// ReverseProxy copies no body: ModifyResponse hands Stream's body to
+		// serveDownload (copyBody), whose buffers fit the client. What it
+		// copies is http.NoBody, which a small buffer reads as well as any.
+		BufferPool: noBodyBuffers{},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			up := pr.In.Context().Value(upstreamKey).(*upstream)
 			// The target is always the configured delivery host, never anything
@@ -162,7 +165,8 @@ func (s *Server) newReverseProxy() http.Handler {
 			if resp.ProtoMajor == 1 {
 				body.conn = up.conn
 			}
-			resp.Body = body
+			up.body = body
+			resp.Body = http.NoBody
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -330,12 +334,8 @@ func (w *meteredWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *meteredWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
 
-// bufferPool hands ReverseProxy 32 KiB copy buffers.
-type bufferPool struct{ p sync.Pool }
+// noBodyBuffers hands ReverseProxy the buffer it reads http.NoBody with.
+type noBodyBuffers struct{}
 
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-}
-
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (noBodyBuffers) Get() []byte { return make([]byte, 512) }
+func (noBodyBuffers) Put([]byte)  {}

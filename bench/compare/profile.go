@@ -85,6 +85,24 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 			d.syscr, kibPer(d.rchar, d.syscr), d.syscw, kibPer(d.wchar, d.syscw))
 	}
 
+	// The same large downloads through the bare proxies, for their system calls.
+	for _, peer := range s.proxies {
+		if _, ok := s.gateways[peer.name]; ok {
+			continue
+		}
+		io0, cpu0 := peer.io(), peer.cpu()
+		var n int64
+		for end := time.Now().Add(window); time.Now().Before(end); n += s.largeVideo.Size {
+			if _, err := s.large(ctx, peer, 1); err != nil {
+				return err
+			}
+		}
+		d, cpu := peer.io().minus(io0), peer.cpu()-cpu0
+		fmt.Fprintf(&summary, "large through %s: %.1f MB, CPU %.2f s (%.2f CPU-s/GB); read %d calls (%.1f KiB each), write %d calls (%.1f KiB each)\n",
+			peer.name, float64(n)/1e6, cpu.Seconds(), cpu.Seconds()/(float64(n)/1e9),
+			d.syscr, kibPer(d.rchar, d.syscr), d.syscw, kibPer(d.wchar, d.syscw))
+	}
+
 	// Memory: the heap and goroutines while the slow downloads are in flight.
 	fmt.Fprintln(log, "profiling slow downloads")
 	s.whileSlow = func() error {
@@ -92,6 +110,7 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 			{"/debug/pprof/heap", "heap-slow.pb"},
 			{"/debug/pprof/goroutine", "goroutine-slow.pb"},
 			{"/debug/pprof/goroutine?debug=1", "goroutine-slow.txt"},
+			{"/metrics", "metrics-slow.txt"},
 		} {
 			if err := fetchProfile(ctx, p, f.path, filepath.Join(dir, f.file)); err != nil {
 				return err
