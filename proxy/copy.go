@@ -17,10 +17,13 @@ import (
 const (
 	minCopyBuffer = 8 << 10
 	maxCopyBuffer = 256 << 10
-	copySlice     = time.Millisecond
-	// copyCheckEvery is how many writes pass between two looks at the
-	// client's acknowledgements (a system call each).
-	copyCheckEvery = 8
+	copySlice     = 4 * time.Millisecond
+	// firstCopyBuffer is where a download starts: a small file crosses in a
+	// write or two, and a slow client's buffer shrinks at the first checks.
+	firstCopyBuffer = 32 << 10
+	// copyCheckEvery is the least time between two looks at the client's
+	// acknowledgements (a system call each).
+	copyCheckEvery = 2 * time.Millisecond
 )
 
 // copyBuffers holds a pool per buffer size, minCopyBuffer to maxCopyBuffer.
@@ -54,17 +57,28 @@ func nextCopyBuffer(size int, bytesPerSec float64) int {
 	return size
 }
 
-// copyBody passes Stream's body to the client through w, flushing each write
-// so that the client and the meter see the bytes as they arrive. acked reports
-// how many of the bytes written the client has acknowledged, and when (all of
-// them when that cannot be known). It returns the first write error (the
-// client left) or read error (a readError) other than the body's end.
-func copyBody(w io.Writer, flush func() error, body io.Reader, acked func() (int64, time.Time)) error {
+// startCopyBuffer is the first buffer for a body of length bytes (-1
+// unknown): firstCopyBuffer, or the smallest that holds a shorter body.
+func startCopyBuffer(length int64) int {
 	size := minCopyBuffer
+	for size < firstCopyBuffer && (length < 0 || int64(size) < length) {
+		size *= 2
+	}
+	return size
+}
+
+// copyBody passes Stream's body of length bytes (-1 unknown) to the client
+// through w, flushing each write so that the client and the meter see the
+// bytes as they arrive. acked reports how many of the bytes written the client
+// has acknowledged (all of them when that cannot be known), now the time.
+// It returns the first write error (the client left) or read error (a
+// readError) other than the body's end.
+func copyBody(w io.Writer, flush func() error, body io.Reader, length int64, acked func() int64, now func() time.Time) error {
+	size := startCopyBuffer(length)
 	buf := getCopyBuffer(size)
 	defer func() { putCopyBuffer(buf) }()
-	lastAcked, lastAt := acked()
-	for writes := 1; ; writes++ {
+	lastAcked, lastAt := acked(), now()
+	for {
 		n, rerr := body.Read(*buf)
 		if n > 0 {
 			if _, err := w.Write((*buf)[:n]); err != nil {
@@ -80,18 +94,20 @@ func copyBody(w io.Writer, flush func() error, body io.Reader, acked func() (int
 			}
 			return readError{rerr}
 		}
-		if writes%copyCheckEvery != 0 {
+		// A fast client's writes take microseconds and it is looked at every
+		// copyCheckEvery; a slow client's take that long each, so its buffer
+		// shrinks within a few writes.
+		at := now()
+		d := at.Sub(lastAt)
+		if d < copyCheckEvery {
 			continue
 		}
-		a, at := acked()
-		if d := at.Sub(lastAt); d > 0 {
-			next := nextCopyBuffer(size, float64(a-lastAcked)/d.Seconds())
-			if next != size {
-				putCopyBuffer(buf)
-				size, buf = next, getCopyBuffer(next)
-			}
-			lastAcked, lastAt = a, at
+		a := acked()
+		if next := nextCopyBuffer(size, float64(a-lastAcked)/d.Seconds()); next != size {
+			putCopyBuffer(buf)
+			size, buf = next, getCopyBuffer(next)
 		}
+		lastAcked, lastAt = a, at
 	}
 }
 

@@ -20,14 +20,14 @@ func TestNextCopyBuffer(t *testing.T) {
 	}{
 		{"slow client stays smallest", 8 * k, 256 * k, 8 * k},
 		{"stalled client stays smallest", 8 * k, 0, 8 * k},
-		{"a client at 16 MB/s fits 16 KiB", 16 * k, 16 * mb, 16 * k},
+		{"a client at 4 MB/s fits 16 KiB", 16 * k, 4 * mb, 16 * k},
 		{"fast client: one doubling per check", 8 * k, 1000 * mb, 16 * k},
 		{"fast client at 128 KiB: to the largest", 128 * k, 1000 * mb, 256 * k},
 		{"largest stays largest", 256 * k, 1000 * mb, 256 * k},
-		{"a client at 40 MB/s fits 64 KiB", 64 * k, 40 * mb, 64 * k},
-		{"a client at 40 MB/s grows from 16 KiB", 16 * k, 40 * mb, 32 * k},
+		{"a client at 10 MB/s fits 64 KiB", 64 * k, 10 * mb, 64 * k},
+		{"a client at 10 MB/s grows from 16 KiB", 16 * k, 10 * mb, 32 * k},
 		{"fast client turned slow: one halving per check", 256 * k, 512 * k, 128 * k},
-		{"a client at 100 MB/s fits 128 KiB", 256 * k, 100 * mb, 128 * k},
+		{"a client at 25 MB/s fits 128 KiB", 256 * k, 25 * mb, 128 * k},
 		{"the smallest stays the smallest", 8 * k, 512 * k, 8 * k},
 	}
 	for _, tt := range tests {
@@ -40,9 +40,10 @@ func TestNextCopyBuffer(t *testing.T) {
 }
 
 // client is a writer that stands for a client and its socket: the kernel
-// takes every write at once, and the client acknowledges bytes at rate (bytes
-// per second of a clock that each write moves by perWrite), at most what was
-// written.
+// takes writes at once while what the client has not acknowledged fits in
+// socket bytes, and a write waits for the client to take the rest; the client
+// takes rate(written) bytes per second of a clock that writes move, and each
+// write takes perWrite at least.
 type client struct {
 	bytes.Buffer
 	writes   []int
@@ -50,6 +51,7 @@ type client struct {
 	fail     error
 	rate     func(written int) float64
 	perWrite time.Duration
+	socket   int
 	clock    time.Time
 	taken    float64
 }
@@ -58,15 +60,22 @@ func (c *client) Write(p []byte) (int, error) {
 	if c.fail != nil {
 		return 0, c.fail
 	}
-	c.clock = c.clock.Add(c.perWrite)
-	c.taken = min(c.taken+c.rate(c.Len())*c.perWrite.Seconds(), float64(c.Len()+len(p)))
+	rate := c.rate(c.Len())
+	dt := c.perWrite
+	if excess := float64(c.Len()+len(p)) - c.taken - float64(c.socket); excess > 0 {
+		dt += time.Duration(excess / rate * float64(time.Second))
+	}
+	c.clock = c.clock.Add(dt)
+	c.taken = min(c.taken+rate*dt.Seconds(), float64(c.Len()+len(p)))
 	c.writes = append(c.writes, len(p))
 	return c.Buffer.Write(p)
 }
 
 func (c *client) flush() error { c.flushes++; return nil }
 
-func (c *client) acked() (int64, time.Time) { return int64(c.taken), c.clock }
+func (c *client) acked() int64 { return int64(c.taken) }
+
+func (c *client) now() time.Time { return c.clock }
 
 func (c *client) peak() int {
 	p := 0
@@ -77,14 +86,28 @@ func (c *client) peak() int {
 }
 
 func newClient(rate func(written int) float64) *client {
-	return &client{rate: rate, perWrite: 20 * time.Microsecond, clock: time.Unix(0, 0)}
+	return &client{rate: rate, perWrite: 20 * time.Microsecond, socket: 512 << 10, clock: time.Unix(0, 0)}
+}
+
+func TestStartCopyBuffer(t *testing.T) {
+	for _, tt := range []struct {
+		length int64
+		want   int
+	}{
+		{-1, firstCopyBuffer}, {0, minCopyBuffer}, {100, minCopyBuffer}, {8 << 10, 8 << 10},
+		{8<<10 + 1, 16 << 10}, {20 << 10, 32 << 10}, {64 << 10, firstCopyBuffer}, {1 << 30, firstCopyBuffer},
+	} {
+		if got := startCopyBuffer(tt.length); got != tt.want {
+			t.Errorf("startCopyBuffer(%d) = %d, want %d", tt.length, got, tt.want)
+		}
+	}
 }
 
 func TestCopyBody(t *testing.T) {
-	src := bytes.Repeat([]byte("0123456789abcdef"), 16<<20/16) // 16 MiB
+	src := bytes.Repeat([]byte("0123456789abcdef"), 32<<20/16) // 32 MiB
 	t.Run("a fast client gets the largest buffer", func(t *testing.T) {
-		c := newClient(func(int) float64 { return 2e9 })
-		if err := copyBody(c, c.flush, bytes.NewReader(src), c.acked); err != nil {
+		c := newClient(func(int) float64 { return 7e8 })
+		if err := copyBody(c, c.flush, bytes.NewReader(src), -1, c.acked, c.now); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(c.Bytes(), src) {
@@ -93,17 +116,23 @@ func TestCopyBody(t *testing.T) {
 		if c.flushes != len(c.writes) {
 			t.Errorf("%d flushes for %d writes, want one each", c.flushes, len(c.writes))
 		}
-		if c.writes[0] != minCopyBuffer || c.peak() != maxCopyBuffer {
-			t.Errorf("writes went from %d to %d bytes, want %d to %d", c.writes[0], c.peak(), minCopyBuffer, maxCopyBuffer)
+		if c.writes[0] != firstCopyBuffer || c.peak() != maxCopyBuffer {
+			t.Errorf("writes went from %d to %d bytes, want %d to %d", c.writes[0], c.peak(), firstCopyBuffer, maxCopyBuffer)
 		}
 	})
 	t.Run("a slow client keeps the smallest", func(t *testing.T) {
 		c := newClient(func(int) float64 { return 256 << 10 })
-		if err := copyBody(c, c.flush, bytes.NewReader(src), c.acked); err != nil {
+		if err := copyBody(c, c.flush, bytes.NewReader(src), -1, c.acked, c.now); err != nil {
 			t.Fatal(err)
 		}
-		if c.peak() != minCopyBuffer {
-			t.Errorf("a write of %d bytes for a client taking 256 KiB/s", c.peak())
+		// Its socket takes the first bytes at once; once the writes wait for
+		// it, it goes down to the smallest buffer within a few writes and
+		// keeps it.
+		first := (c.socket / firstCopyBuffer) + 4
+		for i, n := range c.writes[first:] {
+			if n != minCopyBuffer {
+				t.Fatalf("write %d of %d bytes for a client taking 256 KiB/s", first+i, n)
+			}
 		}
 		if !bytes.Equal(c.Bytes(), src) {
 			t.Fatal("the copy differs from the body")
@@ -111,12 +140,12 @@ func TestCopyBody(t *testing.T) {
 	})
 	t.Run("a client that slows down shrinks back", func(t *testing.T) {
 		c := newClient(func(written int) float64 {
-			if written < 4<<20 {
-				return 2e9
+			if written < 16<<20 {
+				return 7e8
 			}
 			return 1 << 20
 		})
-		if err := copyBody(c, c.flush, bytes.NewReader(src), c.acked); err != nil {
+		if err := copyBody(c, c.flush, bytes.NewReader(src), -1, c.acked, c.now); err != nil {
 			t.Fatal(err)
 		}
 		if last := c.writes[len(c.writes)-1]; c.peak() != maxCopyBuffer || last != minCopyBuffer {
@@ -125,18 +154,18 @@ func TestCopyBody(t *testing.T) {
 	})
 	t.Run("a failed write is the client's", func(t *testing.T) {
 		gone := errors.New("client gone")
-		c := newClient(func(int) float64 { return 0 })
+		c := newClient(func(int) float64 { return 1 })
 		c.fail = gone
-		err := copyBody(c, c.flush, bytes.NewReader(src), c.acked)
+		err := copyBody(c, c.flush, bytes.NewReader(src), -1, c.acked, c.now)
 		var re readError
 		if !errors.Is(err, gone) || errors.As(err, &re) {
 			t.Errorf("err %v, want the write's error, not a readError", err)
 		}
 	})
 	t.Run("a failed read is Stream's", func(t *testing.T) {
-		c := newClient(func(int) float64 { return 2e9 })
+		c := newClient(func(int) float64 { return 7e8 })
 		body := io.MultiReader(bytes.NewReader(src[:100<<10]), iotest.ErrReader(io.ErrUnexpectedEOF))
-		err := copyBody(c, c.flush, body, c.acked)
+		err := copyBody(c, c.flush, body, -1, c.acked, c.now)
 		var re readError
 		if !errors.As(err, &re) || !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("err %v, want a readError of io.ErrUnexpectedEOF", err)

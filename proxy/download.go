@@ -242,14 +242,14 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 		// Closed before the settlement above runs: closing an abandoned body
 		// counts what Stream had delivered into its socket.
 		defer up.body.Close()
-		ackedNow := func() (int64, time.Time) { return 0, time.Now() }
+		ackedBytes := func() int64 { return 0 }
 		if mw != nil {
-			ackedNow = func() (int64, time.Time) {
+			ackedBytes = func() int64 {
 				n, _ := acked.ForRequest(r, mw.written.Load())
-				return n, time.Now()
+				return n
 			}
 		}
-		if err := copyBody(rw, dw.rc.Flush, up.body, ackedNow); err != nil {
+		if err := copyBody(rw, dw.rc.Flush, up.body, up.length, ackedBytes, time.Now); err != nil {
 			var re readError
 			if errors.As(err, &re) && !errors.Is(err, context.Canceled) {
 				s.log.Named("proxy").Warn(redactText(err.Error()), zap.String("request_id", ri.id))

@@ -39,7 +39,8 @@ type upstream struct {
 	err       error        // why the proxy answered instead of Stream
 	// body is Stream's body once its answer is passed on; serveDownload
 	// copies it to the client and closes it.
-	body *idleBody
+	body   *idleBody
+	length int64 // the body's Content-Length, -1 unknown
 }
 
 func (u *upstream) failure() string {
@@ -165,7 +166,7 @@ func (s *Server) newReverseProxy() http.Handler {
 			if resp.ProtoMajor == 1 {
 				body.conn = up.conn
 			}
-			up.body = body
+			up.body, up.length = body, resp.ContentLength
 			resp.Body = http.NoBody
 			return nil
 		},
