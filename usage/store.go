@@ -416,6 +416,30 @@ func (t tx) setKey(user, video string, typ stream.DownloadType, id string) error
 	return err
 }
 
+// keyDownload is the download the key's next request may join (found false:
+// none), with the key locked as lockKey does. On SQLite it is one read.
+func (t tx) keyDownload(user, video string, typ stream.DownloadType) (d dlRow, found bool, err error) {
+	if t.s.pg {
+		id, err := t.lockKey(user, video, typ)
+		if err != nil || id == "" {
+			return d, false, err
+		}
+		d, err = t.download(id)
+		return d, err == nil, err
+	}
+	var held string
+	err = t.row(`SELECT dl.id, `+dlCols+` FROM download_keys k JOIN downloads dl ON dl.id = k.download_id
+		WHERE k.user_id = ? AND k.video = ? AND k.type = ?`, user, video, string(typ)).
+		Scan(append([]any{&d.id}, d.scanned(&held)...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return dlRow{}, false, nil
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("download key: %w", err)
+	}
+	return d, true, d.parse(held)
+}
+
 // dlRow is a downloads row.
 type dlRow struct {
 	id, user, video, typ, mode, period string
@@ -507,24 +531,37 @@ func only(cs []claimRow) []billing.Claim {
 	return out
 }
 
-func (t tx) ensurePeriod(user, period string) error {
-	_, err := t.exec(`INSERT INTO quota_periods (user_id, period) VALUES (?, ?) ON CONFLICT DO NOTHING`, user, period)
-	return err
-}
-
-// moveReservation changes the user's reservation in period by delta
-// micro-minutes. Lowering always succeeds; raising must fit under lim (-1: no
-// limit), checked by the UPDATE itself, or it returns a *QuotaError.
-func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
-	if delta == 0 {
-		return nil
+// spend adds used and reserved micro-minutes to the user's period, creating
+// its row, in one statement. A change that lowers the total always succeeds;
+// one that raises it must fit under lim (-1: no limit), checked by the
+// statement itself, or it returns a *QuotaError and changes nothing. Callers
+// change one of the two at a time.
+func (t tx) spend(user, period, plan string, used, reserved, lim int64) error {
+	add := used + reserved
+	if used < 0 || reserved < 0 {
+		// A release follows the reservation that created the row. (PostgreSQL
+		// checks the row an upsert would insert against the table's CHECK
+		// constraints before it finds the conflict, so a negative change
+		// cannot go through the upsert.)
+		_, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + CAST(? AS BIGINT),
+			reserved_micro = reserved_micro + CAST(? AS BIGINT) WHERE user_id = ? AND period = ?`,
+			used, reserved, user, period)
+		return err
 	}
-	// The parameters are cast: PostgreSQL would otherwise type a parameter
-	// compared with a literal as a 32-bit integer.
-	res, err := t.exec(`UPDATE quota_periods SET reserved_micro = reserved_micro + CAST(? AS BIGINT)
-		WHERE user_id = ? AND period = ?
-		  AND (CAST(? AS BIGINT) <= 0 OR CAST(? AS BIGINT) < 0 OR used_micro + reserved_micro + CAST(? AS BIGINT) <= CAST(? AS BIGINT))`,
-		delta, user, period, delta, lim, delta, lim)
+	// The SELECT's condition stands for the insert of a new row, the DO
+	// UPDATE's for an existing one. The parameters are cast: PostgreSQL would
+	// otherwise type a parameter compared with a literal as a 32-bit integer.
+	res, err := t.exec(`INSERT INTO quota_periods (user_id, period, used_micro, reserved_micro)
+		SELECT ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT)
+		WHERE CAST(? AS BIGINT) <= 0 OR CAST(? AS BIGINT) < 0 OR CAST(? AS BIGINT) <= CAST(? AS BIGINT)
+		ON CONFLICT (user_id, period) DO UPDATE SET
+			used_micro = quota_periods.used_micro + excluded.used_micro,
+			reserved_micro = quota_periods.reserved_micro + excluded.reserved_micro
+		WHERE CAST(? AS BIGINT) <= 0 OR CAST(? AS BIGINT) < 0
+			OR quota_periods.used_micro + quota_periods.reserved_micro + CAST(? AS BIGINT) <= CAST(? AS BIGINT)`,
+		user, period, used, reserved,
+		add, lim, add, lim,
+		add, lim, add, lim)
 	if err != nil {
 		return err
 	}
@@ -535,9 +572,18 @@ func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
 		if err != nil {
 			return err
 		}
-		return &QuotaError{Usage: u.withLimit(plan, limitMinutes(lim)), Requested: fromMicro(delta)}
+		return &QuotaError{Usage: u.withLimit(plan, limitMinutes(lim)), Requested: fromMicro(add)}
 	}
 	return nil
+}
+
+// moveReservation changes the reservation of a period whose row exists by
+// delta micro-minutes, as spend does.
+func (t tx) moveReservation(user, period, plan string, delta, lim int64) error {
+	if delta == 0 {
+		return nil
+	}
+	return t.spend(user, period, plan, 0, delta, lim)
 }
 
 func (t tx) usage(user, period string) (Usage, error) {
@@ -588,18 +634,14 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 		if err := t.checkLink(req); err != nil {
 			return err
 		}
-		cur, err := t.lockKey(req.User, req.Video, req.Type)
+		d, found, err := t.keyDownload(req.User, req.Video, req.Type)
 		if err != nil {
 			return err
 		}
-		var d dlRow
 		var open []claimRow
 		join := false
-		if cur != "" {
-			if d, err = t.download(cur); err != nil {
-				return err
-			}
-			if open, err = t.claims(cur); err != nil {
+		if found {
+			if open, err = t.claims(d.id); err != nil {
 				return err
 			}
 			join = d.mode == string(rule.Mode) && rule.Continues(time.UnixMicro(d.lastAt), len(open), req.At)
@@ -617,13 +659,12 @@ func (s *store) Open(ctx context.Context, rule billing.Rule, req OpenRequest) (O
 			}
 			open = nil
 		}
-		if err := t.ensurePeriod(d.user, d.period); err != nil {
-			return err
-		}
 		claim := billing.ClaimFor(req.Range, d.state.Size)
 		target := rule.Reserve(d.state, append(only(open), billing.Claim{Range: claim}))
 		delta := target - d.reserved
-		if err := t.moveReservation(d.user, d.period, req.Plan, delta, limitMicro(req.Limit)); err != nil {
+		// Always written, even unchanged: it creates the period's row, which
+		// the settlement's bill is added to.
+		if err := t.spend(d.user, d.period, req.Plan, 0, delta, limitMicro(req.Limit)); err != nil {
 			return err
 		}
 		d.reserved, d.lastAt = target, max(d.lastAt, at)
@@ -1130,25 +1171,9 @@ func (s *store) Charge(ctx context.Context, req OpenRequest, status Outcome) (Se
 	at := req.At.UnixMicro()
 	var out dvRow
 	err := s.inTx(ctx, func(t tx) error {
-		if err := t.ensurePeriod(req.User, req.Period); err != nil {
-			return err
-		}
 		lim := limitMicro(req.Limit)
-		res, err := t.exec(`UPDATE quota_periods SET used_micro = used_micro + CAST(? AS BIGINT)
-			WHERE user_id = ? AND period = ?
-			  AND (CAST(? AS BIGINT) = 0 OR CAST(? AS BIGINT) < 0 OR used_micro + reserved_micro + CAST(? AS BIGINT) <= CAST(? AS BIGINT))`,
-			full, req.User, req.Period, full, lim, full, lim)
-		if err != nil {
+		if err := t.spend(req.User, req.Period, req.Plan, full, 0, lim); err != nil {
 			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			u, err := t.usage(req.User, req.Period)
-			if err != nil {
-				return err
-			}
-			return &QuotaError{Usage: u.withLimit(req.Plan, req.Limit), Requested: fromMicro(full)}
 		}
 		if err := t.insertDownload(dlRow{
 			id: req.NewDownloadID, user: req.User, video: req.Video, typ: string(req.Type), mode: "direct",
@@ -1165,6 +1190,7 @@ func (s *store) Charge(ctx context.Context, req OpenRequest, status Outcome) (Se
 			req.Duration, lim, full, req.Country, req.ClientIP, req.RequestID, status.String(), at, at, at); err != nil {
 			return err
 		}
+		var err error
 		out, err = t.delivery(req.ID)
 		return err
 	})
