@@ -18,9 +18,13 @@ const (
 	minCopyBuffer = 8 << 10
 	maxCopyBuffer = 256 << 10
 	copySlice     = 4 * time.Millisecond
-	// firstCopyBuffer is where a download starts: a small file crosses in a
-	// write or two, and a slow client's buffer shrinks at the first checks.
-	firstCopyBuffer = 32 << 10
+	// firstCopyBuffer is where a download starts, unless the whole body fits
+	// in smallBody: then it crosses in one write.
+	firstCopyBuffer = 16 << 10
+	smallBody       = 64 << 10
+	// copyGrowAfter is how much a client must have acknowledged before its
+	// buffer grows: more than a slow reader's socket takes at once.
+	copyGrowAfter = 512 << 10
 	// copyCheckEvery is the least time between two looks at the client's
 	// acknowledgements (a system call each).
 	copyCheckEvery = 2 * time.Millisecond
@@ -58,10 +62,14 @@ func nextCopyBuffer(size int, bytesPerSec float64) int {
 }
 
 // startCopyBuffer is the first buffer for a body of length bytes (-1
-// unknown): firstCopyBuffer, or the smallest that holds a shorter body.
+// unknown): the smallest that holds a body of up to smallBody, or
+// firstCopyBuffer.
 func startCopyBuffer(length int64) int {
+	if length < 0 || length > smallBody {
+		return firstCopyBuffer
+	}
 	size := minCopyBuffer
-	for size < firstCopyBuffer && (length < 0 || int64(size) < length) {
+	for int64(size) < length {
 		size *= 2
 	}
 	return size
@@ -103,7 +111,11 @@ func copyBody(w io.Writer, flush func() error, body io.Reader, length int64, ack
 			continue
 		}
 		a := acked()
-		if next := nextCopyBuffer(size, float64(a-lastAcked)/d.Seconds()); next != size {
+		next := nextCopyBuffer(size, float64(a-lastAcked)/d.Seconds())
+		if next > size && a < copyGrowAfter {
+			next = size
+		}
+		if next != size {
 			putCopyBuffer(buf)
 			size, buf = next, getCopyBuffer(next)
 		}

@@ -39,10 +39,11 @@ func TestNextCopyBuffer(t *testing.T) {
 	}
 }
 
-// client is a writer that stands for a client and its socket: the kernel
-// takes writes at once while what the client has not acknowledged fits in
-// socket bytes, and a write waits for the client to take the rest; the client
-// takes rate(written) bytes per second of a clock that writes move, and each
+// client is a writer that stands for a client and its socket: the client's
+// application reads rate(written) bytes per second of a clock that writes
+// move, and its TCP acknowledges what it read and window bytes more; the
+// gateway's kernel takes writes at once while what is unacknowledged fits in
+// socket bytes, and a write waits for the application to read the rest. Each
 // write takes perWrite at least.
 type client struct {
 	bytes.Buffer
@@ -52,8 +53,9 @@ type client struct {
 	rate     func(written int) float64
 	perWrite time.Duration
 	socket   int
+	window   int
 	clock    time.Time
-	taken    float64
+	read     float64
 }
 
 func (c *client) Write(p []byte) (int, error) {
@@ -62,18 +64,18 @@ func (c *client) Write(p []byte) (int, error) {
 	}
 	rate := c.rate(c.Len())
 	dt := c.perWrite
-	if excess := float64(c.Len()+len(p)) - c.taken - float64(c.socket); excess > 0 {
+	if excess := float64(c.Len()+len(p)) - float64(c.acked()) - float64(c.socket); excess > 0 {
 		dt += time.Duration(excess / rate * float64(time.Second))
 	}
 	c.clock = c.clock.Add(dt)
-	c.taken = min(c.taken+rate*dt.Seconds(), float64(c.Len()+len(p)))
+	c.read = min(c.read+rate*dt.Seconds(), float64(c.Len()+len(p)))
 	c.writes = append(c.writes, len(p))
 	return c.Buffer.Write(p)
 }
 
-func (c *client) flush() error { c.flushes++; return nil }
+func (c *client) acked() int64 { return min(int64(c.read)+int64(c.window), int64(c.Len())) }
 
-func (c *client) acked() int64 { return int64(c.taken) }
+func (c *client) flush() error { c.flushes++; return nil }
 
 func (c *client) now() time.Time { return c.clock }
 
@@ -86,7 +88,7 @@ func (c *client) peak() int {
 }
 
 func newClient(rate func(written int) float64) *client {
-	return &client{rate: rate, perWrite: 20 * time.Microsecond, socket: 512 << 10, clock: time.Unix(0, 0)}
+	return &client{rate: rate, perWrite: 20 * time.Microsecond, socket: 512 << 10, window: 256 << 10, clock: time.Unix(0, 0)}
 }
 
 func TestStartCopyBuffer(t *testing.T) {
@@ -95,7 +97,8 @@ func TestStartCopyBuffer(t *testing.T) {
 		want   int
 	}{
 		{-1, firstCopyBuffer}, {0, minCopyBuffer}, {100, minCopyBuffer}, {8 << 10, 8 << 10},
-		{8<<10 + 1, 16 << 10}, {20 << 10, 32 << 10}, {64 << 10, firstCopyBuffer}, {1 << 30, firstCopyBuffer},
+		{8<<10 + 1, 16 << 10}, {20 << 10, 32 << 10}, {64 << 10, 64 << 10}, {64<<10 + 1, firstCopyBuffer},
+		{1 << 30, firstCopyBuffer},
 	} {
 		if got := startCopyBuffer(tt.length); got != tt.want {
 			t.Errorf("startCopyBuffer(%d) = %d, want %d", tt.length, got, tt.want)
@@ -125,10 +128,14 @@ func TestCopyBody(t *testing.T) {
 		if err := copyBody(c, c.flush, bytes.NewReader(src), -1, c.acked, c.now); err != nil {
 			t.Fatal(err)
 		}
-		// Its socket takes the first bytes at once; once the writes wait for
-		// it, it goes down to the smallest buffer within a few writes and
-		// keeps it.
-		first := (c.socket / firstCopyBuffer) + 4
+		// Its sockets take the first bytes at once, and its TCP acknowledges
+		// a window of them as fast as they come: that is no reason to grow.
+		// Once the writes wait for it, it goes down to the smallest buffer
+		// and keeps it.
+		if c.peak() > firstCopyBuffer {
+			t.Errorf("a write of %d bytes for a client taking 256 KiB/s", c.peak())
+		}
+		first := (c.socket+c.window)/firstCopyBuffer + 4
 		for i, n := range c.writes[first:] {
 			if n != minCopyBuffer {
 				t.Fatalf("write %d of %d bytes for a client taking 256 KiB/s", first+i, n)

@@ -95,6 +95,12 @@ func (s *Server) newReverseProxy() http.Handler {
 			ExpectContinueTimeout: time.Second,
 			// Stream's bytes are passed on as they are.
 			DisableCompression: true,
+			// The buffers of each connection to Stream: a request's line and
+			// headers (the token is most of it) and an answer's headers fit in
+			// 2 KiB; the body is read straight into the copy buffer. The
+			// default 4 KiB each would be held by every download in flight.
+			WriteBufferSize: 2 << 10,
+			ReadBufferSize:  2 << 10,
 		}
 	}
 	target := s.delivery
