@@ -351,6 +351,28 @@ func (t *Tracked) unread() (int64, bool) {
 	return Unread(t.Conn)
 }
 
+// Drained returns what c's socket held unread when it was closed, when c is
+// (or wraps) a [*Tracked] that has been closed; ok is false otherwise. Unlike
+// [Abandon] it never closes c: it is for a round trip that failed after the
+// connection was chosen, whose connection the transport either closed (the
+// answer's bytes in its socket were delivered all the same) or kept for
+// another request (nothing was left unread).
+func Drained(c net.Conn) (int64, bool) {
+	for x := c; x != nil; {
+		if t, ok := x.(*Tracked); ok {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			return t.last, t.closed && t.lastOK
+		}
+		w, ok := x.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		x = w.NetConn()
+	}
+	return 0, false
+}
+
 // Abandon closes c when it is (or wraps) a [*Tracked], and returns what its
 // socket held unread: what the sender delivered that nobody read. Otherwise
 // it returns [Unread]'s figure and leaves c open.

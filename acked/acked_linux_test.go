@@ -641,6 +641,9 @@ func TestUnread(t *testing.T) {
 	// A tracked connection, abandoned, reads what its socket held and keeps
 	// the count.
 	tc := Track(c)
+	if n, ok := Drained(wrapped{tc}); ok {
+		t.Fatalf("Drained of an open tracked connection = %d, want no figure", n)
+	}
 	if n, ok := Abandon(wrapped{tc}); !ok || n != sent-40<<10 {
 		t.Fatalf("Abandon of a tracked connection = %d, %v, want %d", n, ok, sent-40<<10)
 	}
@@ -649,6 +652,13 @@ func TestUnread(t *testing.T) {
 	}
 	if n, ok := Unread(c); ok {
 		t.Fatalf("Unread of the closed socket itself = %d, want no figure", n)
+	}
+	// What a transport's close drained, read without closing anything.
+	if n, ok := Drained(wrapped{tc}); !ok || n != sent-40<<10 {
+		t.Fatalf("Drained of a closed tracked connection = %d, %v, want %d", n, ok, sent-40<<10)
+	}
+	if n, ok := Drained(c); ok {
+		t.Fatalf("Drained of an untracked connection = %d, want no figure", n)
 	}
 }
 

@@ -180,6 +180,14 @@ func (s *Server) newReverseProxy() http.Handler {
 			up := r.Context().Value(upstreamKey).(*upstream)
 			up.err = err
 			up.headersOK = false
+			// A round trip cancelled, or an answer refused, after the
+			// connection was chosen: what Stream had delivered into its socket
+			// is counted from the close (acked.Tracked).
+			if up.conn != nil {
+				if n, ok := acked.Drained(up.conn); ok {
+					up.read.Add(n)
+				}
+			}
 			// The problem body is the gateway's, not Stream's: it must not be
 			// counted as delivered, or Abort would bill it as a download.
 			if mw, ok := w.(*meteredWriter); ok {
