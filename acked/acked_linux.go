@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -163,17 +164,35 @@ func drain(c net.Conn, limit int64) (int64, bool) {
 		// close.
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 0)
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+		// The window advertised before the buffer shrank still lets the
+		// sender's bytes in flight arrive, and the kernel acknowledges them:
+		// they are delivered. Read until none has come for drainQuiet, for at
+		// most drainFor.
+		end := time.Now().Add(drainFor)
 		for total < limit {
 			n, err := unix.Read(int(fd), buf[:min(int64(len(buf)), limit-total)])
-			if n <= 0 || err != nil {
+			if n > 0 {
+				total += int64(n)
+				continue
+			}
+			if err != unix.EAGAIN || !time.Now().Before(end) {
 				break
 			}
-			total += int64(n)
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if k, _ := unix.Poll(pfd, int(drainQuiet/time.Millisecond)); k <= 0 || pfd[0].Revents&unix.POLLIN == 0 {
+				break
+			}
 		}
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
 	})
 	return total, err == nil
 }
+
+// How long drain waits for bytes still in flight.
+const (
+	drainQuiet = time.Millisecond
+	drainFor   = 20 * time.Millisecond
+)
 
 // rawOf is c's descriptor, when it has one.
 func rawOf(c net.Conn) (syscall.RawConn, bool) {

@@ -184,7 +184,13 @@ func (s *Server) newReverseProxy() http.Handler {
 			// connection was chosen: what Stream had delivered into its socket
 			// is counted from the close (acked.Tracked).
 			if up.conn != nil {
-				if n, ok := acked.Drained(up.conn); ok {
+				n, ok := acked.Drained(up.conn)
+				if !ok && errors.Is(err, context.Canceled) {
+					// The transport is tearing the connection down, and may
+					// not have closed it yet: close it here, counting.
+					n, ok = acked.Abandon(up.conn)
+				}
+				if ok {
 					up.read.Add(n)
 				}
 			}
