@@ -548,7 +548,12 @@ func (d *Delivery) settle(o Outcome, reason string) (Settled, error) {
 	// settlement fail, the row goes stale and a reaper settles it.
 	d.m.open.Delete(d.id)
 	p := Progress{At: d.m.cfg.Now()}
-	if o != Aborted && !d.noBody.Load() {
+	switch {
+	case o == Aborted:
+		// Nothing reached the client, but what Stream had delivered into the
+		// gateway's socket before the request was given up is on Stream's bill.
+		p.StreamBytes = d.progress().StreamBytes
+	case !d.noBody.Load():
 		p = d.progress()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.m.cfg.LedgerTimeout)

@@ -182,6 +182,19 @@ func TestMeterAbort(t *testing.T) {
 	d.Wrote(10)
 	d.Abort("upstream_failed")
 	f.wantUsage(t, 10, 0)
+	// An abort before the client got a byte (it left while Stream answered)
+	// bills the user nothing, but what Stream had put into the gateway's
+	// socket is on Stream's bill.
+	d = f.start(t, req())
+	var c counter
+	d.Count(c.progress)
+	c.read.Store(size / 4)
+	d.Abort("client_gone")
+	f.wantUsage(t, 10, 0)
+	if st, _ := d.Finish(usage.Complete); st.Status != "aborted" || st.Minutes != 0 || st.StreamBytes != size/4 ||
+		!near(st.StreamMinutes, 2.5) {
+		t.Fatalf("delivery aborted after Stream sent a quarter of the file = %+v", st)
+	}
 }
 
 func TestMeterStartRefusals(t *testing.T) {
