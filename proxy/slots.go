@@ -72,18 +72,29 @@ func (d *downloadSlots) leave(k slotKey, sl *sharedSlot) {
 	d.mu.Lock()
 	sl.users--
 	last := sl.users == 0
-	if last {
-		delete(d.in, k)
-	}
 	d.mu.Unlock()
 	if !last {
 		return
 	}
+	// The cap's slot is given back before the key leaves the map: a request
+	// that comes meanwhile joins this slot and waits on sl.mu, then takes a
+	// new one, rather than taking a second slot for the file while this one
+	// is still counted.
 	sl.mu.Lock()
-	held, release := sl.held, sl.release
-	sl.held = false
-	sl.mu.Unlock()
-	if held {
-		release()
+	defer sl.mu.Unlock()
+	d.mu.Lock()
+	joined := sl.users > 0
+	d.mu.Unlock()
+	if joined {
+		return // the newcomer shares the slot as it stands
 	}
+	if sl.held {
+		sl.held = false
+		sl.release()
+	}
+	d.mu.Lock()
+	if sl.users == 0 && d.in[k] == sl {
+		delete(d.in, k)
+	}
+	d.mu.Unlock()
 }
