@@ -358,35 +358,37 @@ func (t *Tracked) unread() (int64, bool) {
 // answer's bytes in its socket were delivered all the same) or kept for
 // another request (nothing was left unread).
 func Drained(c net.Conn) (int64, bool) {
-	for x := c; x != nil; {
-		if t, ok := x.(*Tracked); ok {
-			t.mu.Lock()
-			defer t.mu.Unlock()
-			return t.last, t.closed && t.lastOK
-		}
-		w, ok := x.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		x = w.NetConn()
+	t := trackedIn(c)
+	if t == nil {
+		return 0, false
 	}
-	return 0, false
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.last, t.closed && t.lastOK
 }
 
 // Abandon closes c when it is (or wraps) a [*Tracked], and returns what its
 // socket held unread: what the sender delivered that nobody read. Otherwise
 // it returns [Unread]'s figure and leaves c open.
 func Abandon(c net.Conn) (int64, bool) {
-	for x := c; x != nil; {
-		if t, ok := x.(*Tracked); ok {
-			_ = t.Close()
-			return t.unread()
-		}
-		w, ok := x.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		x = w.NetConn()
+	if t := trackedIn(c); t != nil {
+		_ = t.Close()
+		return t.unread()
 	}
 	return Unread(c)
+}
+
+// trackedIn is the [*Tracked] c is or wraps (through NetConn), or nil.
+func trackedIn(c net.Conn) *Tracked {
+	for c != nil {
+		if t, ok := c.(*Tracked); ok {
+			return t
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = w.NetConn()
+	}
+	return nil
 }

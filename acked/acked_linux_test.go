@@ -76,6 +76,29 @@ func startGateway(t *testing.T, tlsOn bool) *gateway {
 }
 
 // dial opens a raw client connection with a small receive buffer.
+// accepted is a loopback connection through Listen, its server side c having
+// received a byte from client; the listener closes with the test.
+func accepted(t *testing.T) (c *Conn, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listen(ln)
+	t.Cleanup(func() { l.Close() })
+	client = dial(t, ln.Addr().String())
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = s.(*Conn)
+	client.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return c, client
+}
+
 func dial(t *testing.T, addr string) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -534,22 +557,7 @@ func TestDialedConn(t *testing.T) {
 // TestUnackedAfterClose: a settlement that runs after the connection closed
 // gets the last figure, not "nothing in flight".
 func TestUnackedAfterClose(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := Listen(ln)
-	defer l.Close()
-	client := dial(t, ln.Addr().String())
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := s.(*Conn)
-	client.Write([]byte("x")) // the server side has received something
-	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := accepted(t)
 	stall(t, c)
 	before := kernelsAgree(t, c)
 	if err := c.Close(); err != nil {
@@ -674,22 +682,7 @@ func (w wrapped) NetConn() net.Conn { return w.Conn }
 func TestCut(t *testing.T) {
 	for _, cut := range []bool{false, true} {
 		t.Run(fmt.Sprintf("cut=%v", cut), func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := Listen(ln)
-			defer l.Close()
-			client := dial(t, ln.Addr().String())
-			s, err := l.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := s.(*Conn)
-			client.Write([]byte("x")) // the server side has received something
-			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-				t.Fatal(err)
-			}
+			c, client := accepted(t)
 			stall(t, c)
 			waitStall(t, c)
 			if cut {
@@ -723,22 +716,7 @@ func TestCut(t *testing.T) {
 // TestCutAfterPeerReset leaves a connection the peer reset alone: nothing more
 // can arrive, and the acknowledged figure stands.
 func TestCutAfterPeerReset(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := Listen(ln)
-	defer l.Close()
-	client := dial(t, ln.Addr().String())
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := s.(*Conn)
-	client.Write([]byte("x"))
-	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
+	c, client := accepted(t)
 	stall(t, c)
 	waitStall(t, c)
 	before, _ := c.Unacked()
