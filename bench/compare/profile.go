@@ -52,16 +52,7 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 			rt, err := s.small(ctx, p, 16, window)
 			return rt.n * s.smallVideo.Size, err
 		}},
-		{"large", func(ctx context.Context) (int64, error) {
-			var n int64
-			for end := time.Now().Add(window); time.Now().Before(end); {
-				if _, err := s.large(ctx, p, 1); err != nil {
-					return n, err
-				}
-				n += s.largeVideo.Size
-			}
-			return n, nil
-		}},
+		{"large", func(ctx context.Context) (int64, error) { return s.largeFor(ctx, p, window) }},
 	}
 	for _, w := range workloads {
 		fmt.Fprintf(log, "profiling %s\n", w.name)
@@ -78,11 +69,7 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.name, err)
 		}
-		d := p.io().minus(io0)
-		cpu := p.cpu() - cpu0
-		fmt.Fprintf(&summary, "%s: %.1f MB, CPU %.2f s (%.2f CPU-s/GB); read %d calls (%.1f KiB each), write %d calls (%.1f KiB each)\n",
-			w.name, float64(n)/1e6, cpu.Seconds(), cpu.Seconds()/(float64(n)/1e9),
-			d.syscr, kibPer(d.rchar, d.syscr), d.syscw, kibPer(d.wchar, d.syscw))
+		costLine(&summary, w.name, n, p.cpu()-cpu0, p.io().minus(io0))
 	}
 
 	// The same large downloads through the bare proxies, for their system calls.
@@ -91,16 +78,11 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 			continue
 		}
 		io0, cpu0 := peer.io(), peer.cpu()
-		var n int64
-		for end := time.Now().Add(window); time.Now().Before(end); n += s.largeVideo.Size {
-			if _, err := s.large(ctx, peer, 1); err != nil {
-				return err
-			}
+		n, err := s.largeFor(ctx, peer, window)
+		if err != nil {
+			return err
 		}
-		d, cpu := peer.io().minus(io0), peer.cpu()-cpu0
-		fmt.Fprintf(&summary, "large through %s: %.1f MB, CPU %.2f s (%.2f CPU-s/GB); read %d calls (%.1f KiB each), write %d calls (%.1f KiB each)\n",
-			peer.name, float64(n)/1e6, cpu.Seconds(), cpu.Seconds()/(float64(n)/1e9),
-			d.syscr, kibPer(d.rchar, d.syscr), d.syscw, kibPer(d.wchar, d.syscw))
+		costLine(&summary, "large through "+peer.name, n, peer.cpu()-cpu0, peer.io().minus(io0))
 	}
 
 	// Memory: the heap and goroutines while the slow downloads are in flight.
@@ -125,6 +107,25 @@ func profileAll(ctx context.Context, cfg config, dir string, log io.Writer) erro
 	fmt.Fprintf(&summary, "slow: %d downloads at %d B/s, %.0f KiB of RSS each\n", cfg.slow, cfg.slowRate, kib/1024)
 	fmt.Fprint(log, summary.String())
 	return os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary.String()), 0o644)
+}
+
+// largeFor downloads the large file through p, one client, again and again
+// for d, and returns the bytes downloaded.
+func (s *setup) largeFor(ctx context.Context, p *proc, d time.Duration) (int64, error) {
+	var n int64
+	for end := time.Now().Add(d); time.Now().Before(end); n += s.largeVideo.Size {
+		if _, err := s.large(ctx, p, 1); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// costLine writes what moving n bytes cost a process: CPU and system calls.
+func costLine(w io.Writer, name string, n int64, cpu time.Duration, d ioCounts) {
+	fmt.Fprintf(w, "%s: %.1f MB, CPU %.2f s (%.2f CPU-s/GB); read %d calls (%.1f KiB each), write %d calls (%.1f KiB each)\n",
+		name, float64(n)/1e6, cpu.Seconds(), cpu.Seconds()/(float64(n)/1e9),
+		d.syscr, kibPer(d.rchar, d.syscr), d.syscw, kibPer(d.wchar, d.syscw))
 }
 
 func kibPer(bytes, calls int64) float64 {
