@@ -153,13 +153,13 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request, dl downlo
 	}
 
 	var dv delivery
-	if r.Method == http.MethodHead && s.Links != nil {
+	switch {
+	case r.Method == http.MethodHead && s.Links != nil:
 		// A HEAD opens no delivery, so the ledger has not checked its link.
 		if err := s.Links.CheckLink(ctx, dl.id.UserID, dl.video, linkOf(dl.id)); err != nil {
 			return s.startRefused(err, dl.id)
 		}
-	}
-	if r.Method != http.MethodHead {
+	case r.Method != http.MethodHead:
 		rg := meterRange(r.Header)
 		d, err := s.Meter.Start(ctx, usage.StartRequest{
 			User:         dl.id.UserID,

@@ -358,5 +358,9 @@ func (w *meteredWriter) Flush() { _ = http.NewResponseController(w.ResponseWrite
 // noBodyBuffers hands ReverseProxy the buffer it reads http.NoBody with.
 type noBodyBuffers struct{}
 
-func (noBodyBuffers) Get() []byte { return make([]byte, 512) }
+// noBodyBuf is shared: http.NoBody never writes into the buffer it is given.
+// (An empty one would make ReverseProxy allocate 32 KiB of its own.)
+var noBodyBuf = make([]byte, 512)
+
+func (noBodyBuffers) Get() []byte { return noBodyBuf }
 func (noBodyBuffers) Put([]byte)  {}

@@ -383,24 +383,13 @@ func (s *store) alone(ctx context.Context, fn func(t tx) error) error {
 	}
 }
 
-// lockKey returns the download the key's next request may join ("" none) and,
-// on PostgreSQL, holds the key's row lock until the transaction ends: every
+// lockKey returns, on PostgreSQL, the download the key's next request may join
+// ("" none) and holds the key's row lock until the transaction ends: every
 // change to a download goes through it, so the requests of one download are
-// decided one at a time on every replica.
-//
-// SQLite runs one write transaction at a time, so there the key is only read:
-// an upsert would write its page again for nothing, and a key seen for the
-// first time is written when its first download is (setKey).
+// decided one at a time on every replica. SQLite runs one write transaction
+// at a time and needs no lock (keyDownload reads the key there).
 func (t tx) lockKey(user, video string, typ stream.DownloadType) (string, error) {
 	var id string
-	if !t.s.pg {
-		err := t.row(`SELECT download_id FROM download_keys WHERE user_id = ? AND video = ? AND type = ?`,
-			user, video, string(typ)).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return "", nil
-		}
-		return id, err
-	}
 	err := t.row(`INSERT INTO download_keys (user_id, video, type) VALUES (?, ?, ?)
 		ON CONFLICT (user_id, video, type) DO UPDATE SET download_id = download_keys.download_id
 		RETURNING download_id`, user, video, string(typ)).Scan(&id)
@@ -408,7 +397,7 @@ func (t tx) lockKey(user, video string, typ stream.DownloadType) (string, error)
 }
 
 // setKey makes download id its key's current one, creating the key's row
-// when it has none yet (SQLite's lockKey does not).
+// when it has none yet (on SQLite, nothing before it does).
 func (t tx) setKey(user, video string, typ stream.DownloadType, id string) error {
 	_, err := t.exec(`INSERT INTO download_keys (user_id, video, type, download_id) VALUES (?, ?, ?, ?)
 		ON CONFLICT (user_id, video, type) DO UPDATE SET download_id = excluded.download_id`,
